@@ -1,0 +1,27 @@
+"""Command-line interface: thin modules that parse options, call the library, print results.
+
+`main()` is the console script. A DefectoptError (anything a user can cause) becomes one line on
+stderr and exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from defectopt.cli.app import app, err_console
+from defectopt.errors import DefectoptError
+
+# Importing a command module registers its commands on `app`.
+from defectopt.cli import data as _data  # noqa: E402,F401
+from defectopt.cli import models as _models  # noqa: E402,F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, prog_name="defectopt")
+    except DefectoptError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        sys.exit(exc.exit_code)
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,31 @@
+"""The Typer application object and the options every command shares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="defectopt",
+    help="Make defect-screening classifiers deployable: finetune-teacher, distill, prune, quantize, bench, table.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+data_app = typer.Typer(help="Datasets: generate the synthetic set, inspect a dataset and its frozen split.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DbOption = Annotated[
+    Optional[Path],
+    typer.Option("--db", help="SQLite results store (default: $DEFECTOPT_DB or db/defectopt.sqlite).", show_default=False),
+]
+DataOption = Annotated[str, typer.Option("--data", help="Dataset spec: neu:PATH, mvtec:PATH, dagm:PATH, folder:PATH or synthetic[:N].")]
+SplitSeedOption = Annotated[int, typer.Option("--split-seed", help="Seed of the frozen train/val/test split.")]
+SkipBadOption = Annotated[bool, typer.Option("--skip-bad-images", help="Skip corrupt/empty images (the count is recorded) instead of failing.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Plain log lines instead of live progress bars.")]

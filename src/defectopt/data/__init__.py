@@ -1,0 +1,1 @@
+"""Datasets: spec strings, one loader per original layout, synthetic generator, frozen split."""

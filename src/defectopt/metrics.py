@@ -1,0 +1,89 @@
+"""Metric names, units, directions and one-line meanings, defined once.
+
+bench writes measurement rows under these names; the `tradeoff` view, Pareto filtering,
+`--min-recall` selection and plots read the direction from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAXIMIZE = "max"
+MINIMIZE = "min"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    direction: str  # MAXIMIZE | MINIMIZE
+    unit: str
+    help: str
+
+
+_METRICS = [
+    # task metrics (frozen test split)
+    Metric("recall", MAXIMIZE, "", "defect recall at the stored threshold: defects caught / defects (binary); macro recall (multi-class)"),
+    Metric("recall_ci_low", MAXIMIZE, "", "lower end of the seeded 95% bootstrap CI of recall"),
+    Metric("recall_ci_high", MAXIMIZE, "", "upper end of the seeded 95% bootstrap CI of recall"),
+    Metric("precision", MAXIMIZE, "", "defect precision: true defects / images flagged defect"),
+    Metric("f1", MAXIMIZE, "", "harmonic mean of precision and recall"),
+    Metric("fnr", MINIMIZE, "", "false-negative rate = 1 - recall: defects shipped as good"),
+    Metric("fnr_ci_low", MINIMIZE, "", "lower end of the bootstrap CI of FNR"),
+    Metric("fnr_ci_high", MINIMIZE, "", "upper end of the bootstrap CI of FNR"),
+    Metric("accuracy", MAXIMIZE, "", "fraction of test images classified correctly"),
+    Metric("auroc", MAXIMIZE, "", "area under the ROC curve of the defect score"),
+    Metric("recall_argmax", MAXIMIZE, "", "defect recall at argmax (no tuned threshold)"),
+    Metric("precision_argmax", MAXIMIZE, "", "defect precision at argmax"),
+    Metric("f1_argmax", MAXIMIZE, "", "F1 at argmax"),
+    Metric("macro_recall", MAXIMIZE, "", "mean of per-class recalls (multi-class)"),
+    Metric("min_class_recall", MAXIMIZE, "", "worst per-class recall (multi-class)"),
+    Metric("macro_f1", MAXIMIZE, "", "mean of per-class F1 (multi-class)"),
+    # efficiency metrics
+    Metric("latency_ms", MINIMIZE, "ms", "median ms per image at batch 1 (median of block medians)"),
+    Metric("latency_p50_ms", MINIMIZE, "ms", "p50 ms per batch"),
+    Metric("latency_p90_ms", MINIMIZE, "ms", "p90 ms per batch"),
+    Metric("latency_p95_ms", MINIMIZE, "ms", "p95 ms per batch"),
+    Metric("latency_mean_ms", MINIMIZE, "ms", "mean ms per batch"),
+    Metric("latency_std_ms", MINIMIZE, "ms", "standard deviation of ms per batch"),
+    Metric("throughput_ips", MAXIMIZE, "img/s", "images per second at the batch size of the row"),
+    Metric("size_mb", MINIMIZE, "MB", "bytes of the deployable artifact on disk / 1e6"),
+    Metric("param_count", MINIMIZE, "", "number of parameters"),
+    Metric("gmacs", MINIMIZE, "GMAC", "multiply-accumulates per image, in billions"),
+    Metric("peak_rss_mb", MINIMIZE, "MB", "RSS high-water mark above the process baseline, fresh process"),
+    Metric("cuda_peak_mb", MINIMIZE, "MB", "torch.cuda.max_memory_allocated, fresh process"),
+    Metric("core_ms_per_image", MINIMIZE, "core-ms", "latency x threads: CPU time one image costs"),
+    Metric("cost_per_1m", MINIMIZE, "$", "cost of one million images at --price-per-core-hour"),
+    Metric("achieved_gmacs_per_s", MAXIMIZE, "GMAC/s", "MACs per image x images per second"),
+    Metric("roofline_fraction", MAXIMIZE, "", "achieved MAC/s over the host's measured peak for the precision"),
+]
+
+METRICS: dict[str, Metric] = {m.name: m for m in _METRICS}
+
+# Short names users type (`--pareto recall latency`) -> stored metric names.
+ALIASES = {
+    "latency": "latency_ms",
+    "throughput": "throughput_ips",
+    "size": "size_mb",
+    "memory": "peak_rss_mb",
+    "cost": "cost_per_1m",
+    "params": "param_count",
+}
+
+
+def resolve(name: str) -> Metric:
+    from defectopt.errors import DefectoptError
+
+    key = ALIASES.get(name, name)
+    if key not in METRICS:
+        known = ", ".join(sorted(set(METRICS) | set(ALIASES)))
+        raise DefectoptError(f"unknown metric '{name}'; known: {known}")
+    return METRICS[key]
+
+
+def direction(name: str) -> str:
+    return resolve(name).direction
+
+
+def better(name: str, a: float, b: float) -> bool:
+    """True when value a is strictly better than b for metric `name`."""
+    return a > b if direction(name) == MAXIMIZE else a < b

@@ -1,0 +1,1 @@
+"""Model aliases, timm construction with weights, and artifacts (checkpoints by ID)."""

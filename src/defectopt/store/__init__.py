@@ -1,0 +1,1 @@
+"""The SQLite results store: schema (ORM), engine/migrations, and queries."""
