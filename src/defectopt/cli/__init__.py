@@ -6,14 +6,16 @@ stderr and exit code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from defectopt.cli.app import app, err_console
 from defectopt.errors import DefectoptError
 
 # Importing a command module registers its commands on `app`.
-from defectopt.cli import data as _data  # noqa: E402,F401
-from defectopt.cli import models as _models  # noqa: E402,F401
+COMMAND_MODULES = ("data", "models", "train", "prune", "quantize", "bench", "report", "pipeline")
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"defectopt.cli.{_name}")
 
 
 def main(argv: list[str] | None = None) -> None:

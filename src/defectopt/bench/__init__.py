@@ -1,0 +1,1 @@
+"""Benchmarking: runners per artifact format, task metrics, timing, memory, host fingerprint."""

@@ -1,0 +1,30 @@
+"""PyTorch eager runner for torch-family artifacts (plain, pruned, torch-quantized)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from defectopt.bench.runners import register_runner
+from defectopt.bench.runners.base import Runner
+from defectopt.errors import DefectoptError
+from defectopt.models.artifacts import FORMAT_TORCH, load_torch_model
+
+
+@register_runner(FORMAT_TORCH, "torch", default=True)
+class TorchRunner(Runner):
+    backend = "torch"
+
+    def __init__(self, artifact, *, device="cpu", threads=None):
+        super().__init__(artifact, device=device, threads=threads)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise DefectoptError("--device cuda requested but no CUDA device is available")
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = load_torch_model(artifact).eval().to(device)
+
+    @torch.inference_mode()
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        out = self.model(x)
+        return out.float().cpu().numpy()

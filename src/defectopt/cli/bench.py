@@ -1,0 +1,1 @@
+"""`defectopt bench` commands (being written)."""

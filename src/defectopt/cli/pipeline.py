@@ -1,0 +1,1 @@
+"""`defectopt pipeline` commands (being written)."""

@@ -1,0 +1,1 @@
+"""`defectopt prune` commands (being written)."""

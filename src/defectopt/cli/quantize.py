@@ -1,0 +1,1 @@
+"""`defectopt quantize` commands (being written)."""

@@ -1,0 +1,1 @@
+"""`defectopt report` commands (being written)."""

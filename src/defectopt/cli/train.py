@@ -1,0 +1,1 @@
+"""`defectopt train` commands (being written)."""

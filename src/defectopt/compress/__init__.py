@@ -1,0 +1,1 @@
+"""Compression: structured pruning, quantization, and export to deployment runtimes."""

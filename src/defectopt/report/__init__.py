@@ -1,0 +1,1 @@
+"""Reporting: the tradeoff table, Pareto filtering, plots and the Markdown report."""
