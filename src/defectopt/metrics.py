@@ -35,11 +35,17 @@ _METRICS = [
     Metric("recall_argmax", MAXIMIZE, "", "defect recall at argmax (no tuned threshold)"),
     Metric("precision_argmax", MAXIMIZE, "", "defect precision at argmax"),
     Metric("f1_argmax", MAXIMIZE, "", "F1 at argmax"),
+    Metric("fnr_argmax", MINIMIZE, "", "false-negative rate at argmax"),
+    Metric("accuracy_argmax", MAXIMIZE, "", "accuracy at argmax"),
+    Metric("tp", MAXIMIZE, "images", "confusion count at the stored threshold: defects flagged (true positives)"),
+    Metric("fn", MINIMIZE, "images", "confusion count: defects passed as good (false negatives)"),
+    Metric("fp", MINIMIZE, "images", "confusion count: good images flagged (false positives)"),
+    Metric("tn", MAXIMIZE, "images", "confusion count: good images passed (true negatives)"),
     Metric("macro_recall", MAXIMIZE, "", "mean of per-class recalls (multi-class)"),
     Metric("min_class_recall", MAXIMIZE, "", "worst per-class recall (multi-class)"),
     Metric("macro_f1", MAXIMIZE, "", "mean of per-class F1 (multi-class)"),
     # efficiency metrics
-    Metric("latency_ms", MINIMIZE, "ms", "median ms per image at batch 1 (median of block medians)"),
+    Metric("latency_ms", MINIMIZE, "ms", "ms per image: median of block medians of ms per batch / batch size (headline at batch 1)"),
     Metric("latency_p50_ms", MINIMIZE, "ms", "p50 ms per batch"),
     Metric("latency_p90_ms", MINIMIZE, "ms", "p90 ms per batch"),
     Metric("latency_p95_ms", MINIMIZE, "ms", "p95 ms per batch"),
@@ -52,12 +58,23 @@ _METRICS = [
     Metric("peak_rss_mb", MINIMIZE, "MB", "RSS high-water mark above the process baseline, fresh process"),
     Metric("cuda_peak_mb", MINIMIZE, "MB", "torch.cuda.max_memory_allocated, fresh process"),
     Metric("core_ms_per_image", MINIMIZE, "core-ms", "latency x threads: CPU time one image costs"),
-    Metric("cost_per_1m", MINIMIZE, "$", "cost of one million images at --price-per-core-hour"),
+    Metric("cost_per_1m", MINIMIZE, "$", "cost of one million images at --price-per-core-hour (CPU) or --price-per-gpu-hour (CUDA)"),
     Metric("achieved_gmacs_per_s", MAXIMIZE, "GMAC/s", "MACs per image x images per second"),
+    Metric("speedup_vs_parent", MAXIMIZE, "x", "parent latency / this model's, same runtime, timed interleaved in one process (--vs-parent)"),
     Metric("roofline_fraction", MAXIMIZE, "", "achieved MAC/s over the host's measured peak for the precision"),
+    # derived by the `tradeoff` view (never written by bench)
+    Metric("peak_mb", MINIMIZE, "MB", "peak memory on the row's device: CUDA max allocated on cuda, RSS high-water mark on cpu"),
+    Metric("speedup_vs_teacher", MAXIMIZE, "x", "latency of the root teacher in torch eager (same device and threads) / this latency"),
 ]
 
 METRICS: dict[str, Metric] = {m.name: m for m in _METRICS}
+
+# Metric families whose names carry a parameter after a colon, e.g. `recall_type:scratch`.
+# bench writes one row per defect type (binary: the manifest's defect_type of each defect image;
+# multi-class: each class); the row's `extra` holds {"type": ..., "n": images of that type}.
+PATTERNS: dict[str, Metric] = {
+    "recall_type:": Metric("recall_type:<type>", MAXIMIZE, "", "recall on the test images of one defect type (one row per type)"),
+}
 
 # Short names users type (`--pareto recall latency`) -> stored metric names.
 ALIASES = {
@@ -74,10 +91,18 @@ def resolve(name: str) -> Metric:
     from defectopt.errors import DefectoptError
 
     key = ALIASES.get(name, name)
+    for prefix, metric in PATTERNS.items():
+        if key.startswith(prefix) and len(key) > len(prefix):
+            return metric
     if key not in METRICS:
-        known = ", ".join(sorted(set(METRICS) | set(ALIASES)))
+        known = ", ".join(sorted(set(METRICS) | set(ALIASES) | {m.name for m in PATTERNS.values()}))
         raise DefectoptError(f"unknown metric '{name}'; known: {known}")
     return METRICS[key]
+
+
+def all_metrics() -> list[Metric]:
+    """Every metric, patterns included, in definition order (for `--help` texts)."""
+    return [*_METRICS, *PATTERNS.values()]
 
 
 def direction(name: str) -> str:

@@ -1,1 +1,139 @@
-"""`defectopt bench` commands (being written)."""
+"""`defectopt bench`: measure task and efficiency metrics of models and store them as rows."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from defectopt.cli.app import DbOption, QuietOption, app, console, err_console
+
+
+def _metrics_epilog() -> str:
+    from defectopt.metrics import all_metrics
+
+    # Rich help joins single newlines; a blank line keeps one metric per line.
+    lines = [f"[bold]{m.name}[/] ({m.unit or '-'}, {'higher' if m.direction == 'max' else 'lower'} is better): {m.help}"
+             for m in all_metrics()]
+    return "Metrics written as rows:\n\n" + "\n\n".join(lines) + (
+        "\n\nExit code: 0 all measured or skipped; 2 some model failed for a reason you can fix "
+        "(missing/tampered artifact, unsupported backend); 1 some model hit an unexpected error.")
+
+
+@app.command("bench", epilog=_metrics_epilog())
+def bench_cmd(
+    ids: Annotated[str, typer.Option("--ids", help="Models to bench: 'all' (every ready model) or IDs like 1,3,7 or 2-5.")] = "all",
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    backend: Annotated[str, typer.Option("--backend", help="auto (each model's own runtime) | torch | onnxruntime | openvino | tensorrt | all. FP32 torch models are exported on demand (cached) to run in ONNX Runtime/OpenVINO/TensorRT.")] = "auto",
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Batch sizes to time: latency at 1, throughput at the larger ones.")] = "1,16",
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Inference threads, fixed and recorded.", show_default="physical cores")] = None,
+    target_recall: Annotated[float, typer.Option("--target-recall", help="Recall the decision threshold must reach on the val split (binary tasks).")] = 0.99,
+    force: Annotated[bool, typer.Option("--force", help="Re-measure (model, device, backend, batch, threads) already in the DB, replacing those rows.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Short timing budgets and 200 bootstrap resamples (smoke tests; figures are noisier).")] = False,
+    min_iters: Annotated[Optional[int], typer.Option("--min-iters", help="Timed iterations at batch 1 (at batch B: the same number of images).", show_default="30; 6 with --quick")] = None,
+    min_time: Annotated[Optional[float], typer.Option("--min-time", help="Timed seconds per batch size, spread over the timing blocks.", show_default="2; 0.05 with --quick")] = None,
+    memory: Annotated[bool, typer.Option("--memory/--no-memory", help="Measure peak memory in a fresh process per model.")] = True,
+    roofline: Annotated[bool, typer.Option("--roofline/--no-roofline", help="Report MAC/s as a fraction of the host's measured GEMM peak.")] = True,
+    vs_parent: Annotated[bool, typer.Option("--vs-parent", help="Also time each model against its parent in the same runtime, interleaved, and store speedup_vs_parent.")] = False,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95% CI of recall.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    price_per_core_hour: Annotated[float, typer.Option("--price-per-core-hour", help="USD per CPU core-hour, for cost_per_1m on CPU.")] = 0.05,
+    price_per_gpu_hour: Annotated[float, typer.Option("--price-per-gpu-hour", help="USD per GPU-hour, for cost_per_1m on CUDA.")] = 2.0,
+    db: DbOption = None,
+    quiet: QuietOption = False,
+):
+    """Measure task metrics (frozen test split) and latency, throughput, size, memory, cost and roofline
+    fraction of models, on one device and backend; each result is a row in `measurements`.
+
+    Example: defectopt bench --device cpu --ids all
+    """
+    from dataclasses import replace
+
+    from defectopt.bench import suite
+    from defectopt.bench.timing import DEFAULT, QUICK
+    from defectopt.store.db import open_store
+
+    timing = QUICK if quick else DEFAULT
+    if min_iters is not None:
+        timing = replace(timing, min_iters=min_iters)
+    if min_time is not None:
+        timing = replace(timing, min_seconds=min_time)
+    opts = suite.BenchOptions(
+        device=device, backend=backend, batch_sizes=suite.parse_batch_sizes(batch_sizes), threads=threads,
+        target_recall=target_recall, force=force, timing=timing, n_boot=200 if quick and bootstrap == 1000 else bootstrap,
+        seed=seed, price_per_core_hour=price_per_core_hour, price_per_gpu_hour=price_per_gpu_hour,
+        memory=memory, roofline=roofline, vs_parent=vs_parent,
+    )
+    store = open_store(db)
+    model_ids = suite.parse_ids(store, ids)
+    if not model_ids:
+        console.print("no ready models to bench (see 'defectopt ls')")
+        return
+    outcomes = _run_with_progress(store, model_ids, opts, quiet)
+    _print_summary(outcomes)
+    code = suite.exit_code(outcomes)
+    if code:
+        failed = sum(o.status == "failed" for o in outcomes)
+        err_console.print(f"[bold red]error:[/] {failed} of {len(outcomes)} bench run(s) failed (see above)")
+        raise typer.Exit(code)
+
+
+def _outcome_line(o) -> tuple[str, str]:
+    """(text, style) of one finished run."""
+    if o.status == "failed":
+        return f"model {o.model_id} [{o.backend}] failed: {o.message}", "red"
+    if o.status == "skipped":
+        return f"model {o.model_id} [{o.backend}] skipped: {o.message}", "yellow"
+    return f"model {o.model_id} [{o.backend}] measured: {o.rows} rows in {o.seconds:.1f} s (run {o.run_id})", ""
+
+
+def _print_outcome(target, o) -> None:
+    text, style = _outcome_line(o)
+    target.print(text, style=style or None, markup=False, highlight=False, soft_wrap=True)
+
+
+def _run_with_progress(store, model_ids, opts, quiet):
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from defectopt.bench import suite
+
+    if quiet or not console.is_terminal:
+        return suite.run_bench(store, model_ids, opts,
+                               step=lambda msg: None if quiet else console.print(msg, markup=False, highlight=False),
+                               on_outcome=lambda o: _print_outcome(console, o))
+    with Progress(TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console, transient=False) as progress:
+        task = progress.add_task("", total=len(model_ids))
+        done_models: set[int] = set()
+
+        def on_outcome(o):
+            _print_outcome(progress.console, o)
+            if o.model_id not in done_models:
+                done_models.add(o.model_id)
+                progress.advance(task)
+
+        return suite.run_bench(store, model_ids, opts, step=lambda msg: progress.update(task, description=escape(msg)),
+                               on_outcome=on_outcome)
+
+
+def _print_summary(outcomes) -> None:
+    measured = [o for o in outcomes if o.status == "measured"]
+    if not measured:
+        return
+    table = Table(title="bench (this run)")
+    for col in ("id", "backend", "precision", "recall", "threshold", "latency ms (b1)", "img/s (largest b)", "size MB", "peak RSS MB"):
+        table.add_column(col, justify="right" if col not in ("backend", "precision") else "left")
+    for o in measured:
+        h = o.headline
+        ips = [v for k, v in h.items() if k.startswith("ips@")]
+        table.add_row(str(o.model_id), o.backend, str(h.get("precision", "")), _fmt(h.get("recall")), _fmt(h.get("threshold")),
+                      _fmt(h.get("latency_ms")), _fmt(ips[-1] if ips else None), _fmt(h.get("size_mb")), _fmt(h.get("peak_rss_mb")))
+    console.print(table)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -9,10 +9,12 @@ busy timeout instead of failing with "database is locked" on lock upgrade.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
@@ -23,7 +25,6 @@ from defectopt import paths
 from defectopt.errors import DefectoptError
 
 BUSY_TIMEOUT_MS = 60_000
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def migrations_dir() -> Path:
@@ -78,13 +79,18 @@ def _check_is_sqlite(db_path: Path) -> None:
         return
     if db_path.is_dir():
         raise DefectoptError(f"database path {db_path} is a directory, not an SQLite file")
+    if not os.access(db_path, os.R_OK):
+        raise DefectoptError(f"cannot read database {db_path}: permission denied")
+    # Ask SQLite itself rather than open()ing the file: closing a plain file descriptor drops
+    # every POSIX lock this process holds on it, which corrupts locking of open connections.
     try:
-        with open(db_path, "rb") as fh:
-            head = fh.read(16)
-    except OSError as exc:
-        raise DefectoptError(f"cannot read database {db_path}: {exc.strerror}") from None
-    if head and head != SQLITE_MAGIC:
-        raise DefectoptError(f"{db_path} is not an SQLite database (wrong file header); pass another --db")
+        conn = sqlite3.connect(f"file:{quote(str(db_path.resolve()))}?mode=ro", uri=True)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise DefectoptError(f"{db_path} is not a usable SQLite database ({exc}); pass another --db") from None
 
 
 def _current_revision(engine: Engine) -> str | None:

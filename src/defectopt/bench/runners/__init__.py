@@ -5,7 +5,9 @@
 
 Evaluation, timing and memory measurement are written once against this interface, so every
 backend is scored and timed by the same code. A format registers its runner class with
-`register_runner(format, backend)`; `backend="auto"` picks the format's native runtime.
+`register_runner(format, backend)`; `backend="auto"` picks the format's native runtime. An FP32
+torch-family model also runs on onnxruntime / openvino / tensorrt through a cached derived
+export (see `derived.py`), so INT8 is compared with FP32 in the same runtime.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from defectopt.models.artifacts import Artifact
 
 _RUNNERS: dict[tuple[str, str], type[Runner]] = {}
 _DEFAULT_BACKEND: dict[str, str] = {}
+
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+# Which devices each runtime serves here (OpenVINO: CPU plugin; TensorRT: NVIDIA GPUs only).
+BACKEND_DEVICES = {"torch": ("cpu", "cuda"), "onnxruntime": ("cpu", "cuda"), "openvino": ("cpu",), "tensorrt": ("cuda",)}
 
 
 def register_runner(fmt: str, backend: str, *, default: bool = False) -> Callable[[type[Runner]], type[Runner]]:
@@ -34,9 +40,13 @@ def _load_runner_modules() -> None:
     import contextlib
     import importlib
 
-    for name in ("torch_runner", "onnx_runner", "openvino_runner", "tensorrt_runner"):
+    for name in ("torch_runner", "onnx_runner", "openvino_runner", "tensorrt_runner", "quantized_torch_runner"):
         with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module(f"defectopt.bench.runners.{name}")
+    # formats registered by compression modules (pruned, quantized torch models)
+    for name in ("defectopt.compress.prune", "defectopt.compress.quantize"):
+        with contextlib.suppress(ModuleNotFoundError):
+            importlib.import_module(name)
 
 
 def backends_for(fmt: str) -> list[str]:
@@ -44,17 +54,53 @@ def backends_for(fmt: str) -> list[str]:
     return [b for (f, b) in _RUNNERS if f == fmt]
 
 
+def native_backend(fmt: str) -> str | None:
+    _load_runner_modules()
+    return _DEFAULT_BACKEND.get(fmt)
+
+
+def available_backends(artifact: Artifact, device: str = "cpu") -> list[str]:
+    """Backends that can run this artifact on `device`: its own runners plus derived exports."""
+    from defectopt.bench.runners import derived
+
+    native = native_backend(artifact.format)
+    own = set(backends_for(artifact.format))
+    out = [b for b in BACKENDS if device in BACKEND_DEVICES[b]
+           and (b in own or derived.can_derive(artifact, b, native))]
+    return out
+
+
 def open_runner(artifact: Artifact, *, device: str = "cpu", backend: str = "auto", threads: int | None = None) -> Runner:
     _load_runner_modules()
     if backend == "auto":
         backend = _DEFAULT_BACKEND.get(artifact.format, "")
-    cls = _RUNNERS.get((artifact.format, backend))
-    if cls is None:
-        known = ", ".join(backends_for(artifact.format)) or "none"
+    precision = artifact.meta.get("precision", "fp32")
+    if precision == "fp16" and device == "cpu":
         raise DefectoptError(
-            f"model {artifact.id} (format '{artifact.format}') cannot run on backend '{backend}'; available: {known}"
+            f"model {artifact.id} is FP16: CPU runtimes here emulate FP16 (slow, not a deployment "
+            "figure); bench it with --device cuda"
         )
-    return cls(artifact, device=device, threads=threads)
+    if backend in BACKEND_DEVICES and device not in BACKEND_DEVICES[backend]:
+        where = " or ".join(BACKEND_DEVICES[backend])
+        raise DefectoptError(f"backend '{backend}' runs on --device {where}, not {device}")
+    cls = _RUNNERS.get((artifact.format, backend))
+    if cls is not None:
+        runner = cls(artifact, device=device, threads=threads)
+        if runner.precision == "fp16" and device == "cpu":
+            runner.close()
+            raise DefectoptError(
+                f"model {artifact.id} runs in FP16: CPU runtimes here emulate FP16 (slow, not a deployment "
+                "figure); bench it with --device cuda"
+            )
+        return runner
+    from defectopt.bench.runners import derived
+
+    if derived.can_derive(artifact, backend, _DEFAULT_BACKEND.get(artifact.format)):
+        return derived.open_derived(artifact, backend, device=device, threads=threads)
+    known = ", ".join(available_backends(artifact, device)) or "none"
+    raise DefectoptError(
+        f"model {artifact.id} (format '{artifact.format}') cannot run on backend '{backend}'; available: {known}"
+    )
 
 
-__all__ = ["Runner", "open_runner", "register_runner", "backends_for"]
+__all__ = ["Runner", "open_runner", "register_runner", "backends_for", "available_backends", "native_backend", "BACKENDS"]

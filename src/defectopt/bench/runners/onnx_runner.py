@@ -38,6 +38,7 @@ class OnnxRuntimeRunner(Runner):
         self.precision = artifact.meta.get("precision", "fp32")
         self.session = make_session(path or artifact.file(artifact.meta.get("onnx_file", ONNX_FILE)), device=device, threads=threads)
         self.input_name = self.session.get_inputs()[0].name
+        self.settings = {"providers": self.session.get_providers(), "intra_op_threads": threads or 0}
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]

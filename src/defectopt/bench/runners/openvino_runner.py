@@ -42,6 +42,11 @@ class OpenVINORunner(Runner):
         self.compiled = compile_ir(path or artifact.file(artifact.meta.get("openvino_file", OPENVINO_XML)),
                                    threads=threads, inference_precision=self.inference_precision)
         self.request = self.compiled.create_infer_request()
+        # what the plugin really uses, read back (not just what was asked for)
+        self.settings = {
+            "inference_precision_hint": str(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "inference_num_threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
+        }
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         result = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})

@@ -21,10 +21,17 @@ class TorchRunner(Runner):
             raise DefectoptError("--device cuda requested but no CUDA device is available")
         if threads:
             torch.set_num_threads(threads)
+        self.precision = artifact.meta.get("precision", "fp32")
         self.model = load_torch_model(artifact).eval().to(device)
+        self.settings = {"torch_threads": torch.get_num_threads()}
+
+    def prepare(self, batch: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+
+    @torch.inference_mode()
+    def run(self, prepared: torch.Tensor) -> torch.Tensor:
+        return self.model(prepared)
 
     @torch.inference_mode()
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        out = self.model(x)
-        return out.float().cpu().numpy()
+        return self.run(self.prepare(batch)).float().cpu().numpy()

@@ -1,0 +1,461 @@
+"""`defectopt bench`: task and efficiency measurements for models, stored as rows.
+
+One *run* = one (model, device, backend); it gets a run_id and its whole measurement set is
+written in ONE transaction at the end, so a crash or Ctrl-C never leaves half a set.
+
+Row conventions (shared with the table/Pareto/report code):
+  batch_size 0   task metrics on the frozen test split, and static rows (size_mb, param_count, gmacs)
+  batch_size B   latency_* / throughput / cost / roofline rows timed at batch B; peak memory at batch 1
+  every row      device, backend, precision, threads, run_id, host fingerprint JSON (with its hash)
+Per-defect-type recall rows are named `recall_type:<type>` (defectopt.metrics.PATTERNS).
+
+Already measured (model, device, backend, batch, threads) is skipped unless `force`; task and
+static rows do not depend on threads and are skipped when present for (model, device, backend).
+With `force` the new set replaces the old rows of the same key in the same transaction.
+
+The decision threshold is chosen on the val split (highest threshold reaching the target
+recall) with the engine being measured; the model's native runtime writes it to
+models.threshold (the DB row; the immutable artifact is not touched).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, delete, select
+
+from defectopt.bench import runners as runners_mod
+from defectopt.bench.evaluate import predict_split
+from defectopt.bench.host import default_threads, fingerprint
+from defectopt.bench.roofline import host_peaks, peak_for_precision
+from defectopt.bench.task_metrics import choose_threshold, task_report
+from defectopt.bench.timing import DEFAULT, TimingConfig, compare_interleaved, time_runner
+from defectopt.errors import DefectoptError
+from defectopt.models.artifacts import Artifact, load_artifact
+from defectopt.store.db import Store
+from defectopt.store.schema import Measurement, Model, ModelStatus
+
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "tensorrt", "all")
+# metrics written per timed batch size (replaced together under --force)
+TIMED_METRICS = ("latency_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_mean_ms",
+                 "latency_std_ms", "throughput_ips", "core_ms_per_image", "cost_per_1m", "achieved_gmacs_per_s",
+                 "roofline_fraction")
+MEMORY_METRICS = ("peak_rss_mb", "cuda_peak_mb")
+
+
+@dataclass
+class BenchOptions:
+    device: str = "cpu"
+    backend: str = "auto"
+    batch_sizes: tuple[int, ...] = (1, 16)
+    threads: int | None = None  # None: physical cores
+    target_recall: float = 0.99
+    force: bool = False
+    timing: TimingConfig = DEFAULT
+    n_boot: int = 1000
+    seed: int = 0
+    price_per_core_hour: float = 0.05
+    price_per_gpu_hour: float = 2.0
+    memory: bool = True
+    roofline: bool = True
+    vs_parent: bool = False
+    eval_batch_size: int = 32
+
+    def resolved_threads(self) -> int:
+        return self.threads or default_threads()
+
+
+@dataclass
+class BenchOutcome:
+    model_id: int
+    backend: str
+    status: str  # measured | skipped | failed
+    message: str = ""
+    run_id: str | None = None
+    rows: int = 0
+    seconds: float = 0.0
+    headline: dict[str, Any] = field(default_factory=dict)
+    bug: bool = False  # failed with an unexpected exception (not a DefectoptError)
+
+
+# --- selection -------------------------------------------------------------------------------
+
+
+def parse_ids(store: Store, text: str) -> list[int]:
+    """'all' (every ready model) or a list like '1,3,7' / '2-5'."""
+    text = (text or "all").strip().lower()
+    if text == "all":
+        with store.session() as s:
+            return list(s.scalars(select(Model.id).where(Model.status == ModelStatus.READY).order_by(Model.id)))
+    ids: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-")
+        if part.isdigit():
+            ids.append(int(part))
+        elif sep and lo.strip().isdigit() and hi.strip().isdigit() and int(lo) <= int(hi):
+            ids.extend(range(int(lo), int(hi) + 1))
+        else:
+            raise DefectoptError(f"--ids takes 'all' or model IDs like 1,3,7 or 2-5; got '{text}'")
+    return list(dict.fromkeys(ids))
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(dict.fromkeys(int(x) for x in text.split(",") if x.strip()))
+    except ValueError:
+        raise DefectoptError(f"--batch-sizes takes positive integers like 1,16; got '{text}'") from None
+    if not sizes or any(b < 1 for b in sizes):
+        raise DefectoptError(f"--batch-sizes takes positive integers like 1,16; got '{text}'")
+    return sizes
+
+
+def backends_to_run(artifact: Artifact, opts: BenchOptions) -> tuple[list[str], str]:
+    """(backends, reason when empty) for one model."""
+    available = runners_mod.available_backends(artifact, opts.device)
+    if opts.backend == "auto":
+        native = runners_mod.native_backend(artifact.format)
+        if native is None:
+            return [], f"format '{artifact.format}' has no runner"
+        return [native], ""
+    if opts.backend == "all":
+        return available, "" if available else f"no backend runs format '{artifact.format}' on {opts.device}"
+    if opts.backend in available:
+        return [opts.backend], ""
+    return [], f"format '{artifact.format}' does not run on {opts.backend}/{opts.device} (available: {', '.join(available) or 'none'})"
+
+
+# --- what is already there ---------------------------------------------------------------------
+
+
+@dataclass
+class Needs:
+    task: bool
+    static: bool
+    batches: list[int]
+    memory: bool
+
+    def any(self) -> bool:
+        return self.task or self.static or bool(self.batches) or self.memory
+
+
+def needs_for(store: Store, model_id: int, device: str, backend: str, threads: int, opts: BenchOptions) -> Needs:
+    if opts.force:
+        return Needs(True, True, list(opts.batch_sizes), opts.memory)
+    key = and_(Measurement.model_id == model_id, Measurement.device == device, Measurement.backend == backend)
+    with store.session() as s:
+        rows = s.execute(select(Measurement.metric, Measurement.batch_size, Measurement.threads).where(key)).all()
+    have_task = any(m == "recall" and b == 0 for m, b, _ in rows)
+    have_static = any(m == "size_mb" and b == 0 for m, b, _ in rows)
+    timed = {b for m, b, t in rows if m == "latency_ms" and t == threads}
+    have_memory = any(m == "peak_rss_mb" and t == threads for m, _, t in rows)
+    return Needs(not have_task, not have_static, [b for b in opts.batch_sizes if b not in timed],
+                 opts.memory and not have_memory)
+
+
+# --- pieces of one run ---------------------------------------------------------------------------
+
+
+def model_macs(store: Store, artifact: Artifact, runner) -> tuple[float, str]:
+    """MACs per image: the model itself when it has a torch form that FlopCounterMode can count,
+    else its nearest torch ancestor (e.g. the FP32 parent of an INT8 export), else the
+    architecture of its alias built on the meta device."""
+    import torch
+
+    from defectopt.models.artifacts import load_torch_model
+    from defectopt.models.factory import count_macs, create
+
+    if artifact.meta.get("macs"):
+        return float(artifact.meta["macs"]), "artifact meta"
+    module = getattr(runner, "model", None)
+    if isinstance(module, torch.nn.Module) and artifact.meta.get("precision", "fp32") == "fp32":
+        macs = count_macs(module, artifact.img_size, device=runner.device)
+        if macs > 0:
+            return macs, "flop_counter"
+    cur: Artifact | None = artifact
+    seen = set()
+    while cur is not None and cur.id not in seen:
+        seen.add(cur.id)
+        if cur.meta.get("precision", "fp32") == "fp32":
+            try:
+                macs = count_macs(load_torch_model(cur), artifact.img_size)
+                if macs > 0:
+                    return macs, "flop_counter" if cur.id == artifact.id else f"flop_counter of parent {cur.id}"
+            except DefectoptError:
+                pass
+        cur = load_artifact(store, cur.parent_id, verify=False) if cur.parent_id else None
+    with torch.device("meta"):
+        arch = create(artifact.alias, artifact.num_classes, artifact.img_size)
+    return count_macs(arch, artifact.img_size, device="meta"), f"architecture of {artifact.alias}"
+
+
+def model_params(store: Store, artifact: Artifact, runner) -> int | None:
+    from defectopt.models.factory import param_count
+
+    with store.session() as s:
+        row = s.get(Model, artifact.id)
+        if row.param_count:
+            return int(row.param_count)
+        parent = s.get(Model, row.parent_id) if row.parent_id else None
+    module = getattr(runner, "model", None)
+    if module is not None and hasattr(module, "parameters"):
+        return param_count(module)
+    if artifact.meta.get("param_count"):
+        return int(artifact.meta["param_count"])
+    return int(parent.param_count) if parent is not None and parent.param_count else None
+
+
+class _Rows:
+    """Collects the rows of one run; written together."""
+
+    def __init__(self, model_id, run_id, device, backend, precision, threads, host, common_extra):
+        self.items: list[Measurement] = []
+        self._base = dict(model_id=model_id, run_id=run_id, device=device, backend=backend, precision=precision,
+                          threads=threads, host=host)
+        self._common = common_extra
+
+    def add(self, metric: str, value, batch_size: int, extra: dict | None = None) -> None:
+        if value is not None and isinstance(value, float) and not math.isfinite(value):
+            value = None
+        self.items.append(Measurement(**self._base, metric=metric, batch_size=batch_size,
+                                      value=None if value is None else float(value),
+                                      extra={**self._common, **(extra or {})}))
+
+
+def _task_rows(rows: _Rows, store: Store, artifact: Artifact, runner, opts: BenchOptions) -> tuple[float | None, dict]:
+    from defectopt.data.catalog import get_dataset
+
+    dataset = get_dataset(store, artifact.dataset_id)
+    test_records = dataset.split("test")
+    if not test_records:
+        raise DefectoptError(f"dataset {dataset.name} has an empty test split")
+    threshold = None
+    if dataset.task == "binary":
+        val_logits, val_labels = predict_split(runner, dataset, "val", opts.eval_batch_size)
+        threshold = choose_threshold(val_logits, val_labels, opts.target_recall)
+    logits, labels = predict_split(runner, dataset, "test", opts.eval_batch_size)
+    report = task_report(logits, labels, task=dataset.task, num_classes=dataset.num_classes,
+                         test_types=[r["defect_type"] for r in test_records], class_names=dataset.class_names,
+                         threshold=threshold, n_boot=opts.n_boot, seed=opts.seed)
+    common = {"dataset": dataset.name, "split": "test", "split_hash": dataset.split_hash}
+    for name, value in report.values.items():
+        rows.add(name, value, 0, {**common, **report.extra.get(name, {})})
+    return (threshold.threshold if threshold else None), report.values
+
+
+def _efficiency_rows(rows: _Rows, runner, batch: int, opts: BenchOptions, threads: int, macs: float | None,
+                     peaks: dict[str, float]) -> dict[str, float]:
+    result = time_runner(runner, batch_size=batch, cfg=opts.timing)
+    summary = result.summary()
+    per_batch = {"unit": "ms per batch", **summary}
+    rows.add("latency_ms", result.per_image_ms, batch, {"unit": "ms per image", **summary})
+    rows.add("latency_p50_ms", result.percentile(50), batch, per_batch)
+    rows.add("latency_p90_ms", result.percentile(90), batch, per_batch)
+    rows.add("latency_p95_ms", result.percentile(95), batch, per_batch)
+    rows.add("latency_mean_ms", result.mean_ms, batch, per_batch)
+    rows.add("latency_std_ms", result.std_ms, batch, per_batch)
+    spread = result.spread()
+    rows.add("throughput_ips", result.throughput_ips, batch,
+             {"ips_low": batch * 1e3 / spread["p90_ms"], "ips_high": batch * 1e3 / spread["p10_ms"], **summary})
+    if opts.device == "cpu":
+        core_ms = result.per_image_ms * threads
+        rows.add("core_ms_per_image", core_ms, batch, {"threads": threads, "latency_ms": result.per_image_ms})
+        rows.add("cost_per_1m", core_ms / 3.6e6 * opts.price_per_core_hour * 1e6, batch,
+                 {"price_per_core_hour": opts.price_per_core_hour, "core_ms_per_image": core_ms})
+    else:
+        rows.add("cost_per_1m", result.per_image_ms / 3.6e6 * opts.price_per_gpu_hour * 1e6, batch,
+                 {"price_per_gpu_hour": opts.price_per_gpu_hour, "latency_ms": result.per_image_ms})
+    out = {"latency_ms": result.per_image_ms, "throughput_ips": result.throughput_ips}
+    if macs:
+        achieved = macs * result.throughput_ips
+        rows.add("achieved_gmacs_per_s", achieved / 1e9, batch, {"macs_per_image": macs})
+        peak = peak_for_precision(peaks, runner.precision)
+        if peak is not None:
+            rows.add("roofline_fraction", achieved / peak[1], batch,
+                     {"peak_dtype": peak[0], "peak_gmacs_per_s": peak[1] / 1e9, "achieved_gmacs_per_s": achieved / 1e9})
+    return out
+
+
+def _vs_parent_row(rows: _Rows, store: Store, artifact: Artifact, runner, backend: str, opts: BenchOptions,
+                   threads: int) -> None:
+    """Speedup over the parent in the same runtime, timed interleaved (A B A B) at batch 1."""
+    if artifact.parent_id is None:
+        return
+    parent = load_artifact(store, artifact.parent_id)
+    parent_runner = runners_mod.open_runner(parent, device=opts.device, backend=backend, threads=threads)
+    if parent_runner.artifact.img_size != artifact.img_size:
+        return
+    res = compare_interleaved({"parent": parent_runner, "model": runner}, batch_size=1, cfg=opts.timing, device=opts.device)
+    info = res.speedup_spread("parent", "model")
+    rows.add("speedup_vs_parent", info["speedup"], 1, {"parent_id": parent.id, "parent_precision": parent_runner.precision,
+                                                       **{k: v for k, v in info.items() if k != "speedup"},
+                                                       "timings": res.to_dict()["results"]})
+
+
+def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions, host: dict, *,
+              peaks_cache: dict, step: Callable[[str], None] = lambda _: None) -> BenchOutcome:
+    """Measure one (model, device, backend) and write its rows in one transaction."""
+    t0 = time.perf_counter()
+    threads = opts.resolved_threads()
+    needs = needs_for(store, artifact.id, opts.device, backend, threads, opts)
+    if not needs.any():
+        return BenchOutcome(artifact.id, backend, "skipped", "already measured (use --force to re-measure)")
+    run_id = uuid.uuid4().hex[:12]
+    step(f"model {artifact.id} {artifact.alias} [{backend}]: opening runner")
+    runner = runners_mod.open_runner(artifact, device=opts.device, backend=backend, threads=threads)
+    try:
+        common = {"format": artifact.format, "runner": {"settings": runner.settings, "derived_from": runner.derived_from}}
+        rows = _Rows(artifact.id, run_id, opts.device, backend, runner.precision, threads, host, common)
+        headline: dict[str, Any] = {"precision": runner.precision}
+        threshold = None
+        if needs.task:
+            if artifact.dataset_id is None:
+                headline["task"] = "no dataset: task metrics skipped"
+            else:
+                step(f"model {artifact.id} [{backend}]: val/test predictions")
+                threshold, values = _task_rows(rows, store, artifact, runner, opts)
+                headline.update(recall=values.get("recall"), threshold=threshold)
+        macs = None
+        if needs.static or needs.batches:
+            macs, macs_source = model_macs(store, artifact, runner)
+        if needs.static:
+            files = runner.payload_files()
+            size = sum(p.stat().st_size for p in files)
+            rows.add("size_mb", size / 1e6, 0, {"bytes": size, "files": [p.name for p in files]})
+            params = model_params(store, artifact, runner)
+            if params is not None:
+                rows.add("param_count", params, 0)
+            rows.add("gmacs", macs / 1e9, 0, {"source": macs_source, "img_size": artifact.img_size})
+            headline["size_mb"] = size / 1e6
+        peaks: dict[str, float] = {}
+        if needs.batches and opts.roofline:
+            key = (opts.device, threads)
+            if key not in peaks_cache:
+                step("measuring the host's peak GEMM rates (once per host)")
+                peaks_cache[key] = host_peaks(store, host, opts.device, threads)
+            peaks = peaks_cache[key]
+        for b in needs.batches:
+            step(f"model {artifact.id} [{backend}]: timing batch {b}")
+            figures = _efficiency_rows(rows, runner, b, opts, threads, macs, peaks)
+            if b == 1:
+                headline["latency_ms"] = figures["latency_ms"]
+            headline[f"ips@{b}"] = figures["throughput_ips"]
+        if opts.vs_parent and 1 in needs.batches:
+            step(f"model {artifact.id} [{backend}]: interleaved timing vs parent")
+            _vs_parent_row(rows, store, artifact, runner, backend, opts, threads)
+        if needs.memory:
+            step(f"model {artifact.id} [{backend}]: peak memory (fresh process)")
+            from defectopt.bench.memory import measure_memory
+
+            mem = measure_memory(artifact, device=opts.device, backend=backend, threads=threads)
+            info = {k: v for k, v in mem.items() if k not in ("peak_rss_mb", "cuda_peak_mb")}
+            rows.add("peak_rss_mb", mem["peak_rss_mb"], mem.get("batch_size", 1), info)
+            if "cuda_peak_mb" in mem:
+                rows.add("cuda_peak_mb", mem["cuda_peak_mb"], mem.get("batch_size", 1), info)
+            headline["peak_rss_mb"] = mem["peak_rss_mb"]
+    finally:
+        runner.close()
+    native = runners_mod.native_backend(artifact.format) == backend
+    _write(store, rows.items, artifact.id, opts, backend, threads, needs,
+           threshold if (native and needs.task and artifact.dataset_id is not None) else _KEEP)
+    return BenchOutcome(artifact.id, backend, "measured", "", run_id, len(rows.items), time.perf_counter() - t0, headline)
+
+
+_KEEP = object()
+
+
+def _write(store: Store, items: list[Measurement], model_id: int, opts: BenchOptions, backend: str, threads: int,
+           needs: Needs, threshold) -> None:
+    """The run's rows in one transaction (replacing the same keys when forced) + models.threshold."""
+    with store.session() as s:
+        if opts.force:
+            key = and_(Measurement.model_id == model_id, Measurement.device == opts.device, Measurement.backend == backend)
+            if needs.task or needs.static:
+                s.execute(delete(Measurement).where(key, Measurement.batch_size == 0))
+            if needs.batches:
+                timed = TIMED_METRICS + (("speedup_vs_parent",) if opts.vs_parent else ())
+                s.execute(delete(Measurement).where(key, Measurement.threads == threads, Measurement.metric.in_(timed),
+                                                    Measurement.batch_size.in_(needs.batches)))
+            if needs.memory:
+                s.execute(delete(Measurement).where(key, Measurement.threads == threads,
+                                                    Measurement.metric.in_(MEMORY_METRICS)))
+        s.add_all(items)
+        if threshold is not _KEEP:
+            row = s.get(Model, model_id)
+            row.threshold = threshold
+
+
+def run_bench(store: Store, ids: list[int], opts: BenchOptions, *,
+              on_start: Callable[[int], None] = lambda n: None,
+              step: Callable[[str], None] = lambda _: None,
+              on_outcome: Callable[[BenchOutcome], None] = lambda o: None) -> list[BenchOutcome]:
+    """Bench every model id; a failing model is reported and the others continue."""
+    if opts.device not in ("cpu", "cuda"):
+        raise DefectoptError(f"--device takes cpu or cuda, got '{opts.device}'")
+    if opts.backend not in BACKEND_CHOICES:
+        raise DefectoptError(f"--backend takes one of {', '.join(BACKEND_CHOICES)}, got '{opts.backend}'")
+    if opts.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DefectoptError("--device cuda requested but no CUDA device is available")
+    if not 0.0 < opts.target_recall <= 1.0:
+        raise DefectoptError(f"--target-recall must be in (0, 1], got {opts.target_recall}")
+    if opts.threads is not None and opts.threads < 1:
+        raise DefectoptError(f"--threads must be >= 1, got {opts.threads}")
+    host = fingerprint()
+    peaks_cache: dict = {}
+    outcomes: list[BenchOutcome] = []
+    on_start(len(ids))
+    for model_id in ids:
+        t0 = time.perf_counter()
+        try:
+            artifact = load_artifact(store, model_id)
+            backends, reason = backends_to_run(artifact, opts)
+        except DefectoptError as exc:
+            outcome = BenchOutcome(model_id, opts.backend, "failed", str(exc), seconds=time.perf_counter() - t0)
+            outcomes.append(outcome)
+            on_outcome(outcome)
+            continue
+        except Exception as exc:  # a bug: report it, keep going with the others
+            outcome = BenchOutcome(model_id, opts.backend, "failed", _bug_line(exc), bug=True)
+            outcomes.append(outcome)
+            on_outcome(outcome)
+            continue
+        if not backends:
+            outcome = BenchOutcome(model_id, opts.backend, "skipped", reason)
+            outcomes.append(outcome)
+            on_outcome(outcome)
+        for backend in backends:
+            try:
+                outcome = bench_run(store, artifact, backend, opts, host, peaks_cache=peaks_cache, step=step)
+            except DefectoptError as exc:
+                outcome = BenchOutcome(model_id, backend, "failed", str(exc), seconds=time.perf_counter() - t0)
+            except Exception as exc:
+                outcome = BenchOutcome(model_id, backend, "failed", _bug_line(exc), seconds=time.perf_counter() - t0,
+                                       bug=True)
+            outcomes.append(outcome)
+            on_outcome(outcome)
+    return outcomes
+
+
+def _bug_line(exc: BaseException) -> str:
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})" if frame else ""
+    first = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"unexpected {type(exc).__name__}: {first}{where}"
+
+
+def exit_code(outcomes: list[BenchOutcome]) -> int:
+    """0: every model measured or skipped; 2: some failed for reasons a user can fix (missing or
+    tampered artifact, unsupported backend...); 1: some failed with an unexpected error (a bug)."""
+    failed = [o for o in outcomes if o.status == "failed"]
+    if not failed:
+        return 0
+    return 1 if any(o.bug for o in failed) else 2

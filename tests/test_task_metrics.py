@@ -1,0 +1,127 @@
+"""Task metrics against hand-computed confusion matrices; threshold choice; seeded bootstrap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from defectopt.bench import task_metrics as tm
+from defectopt.metrics import resolve
+
+
+def _logits_from_scores(scores):
+    """Two-class logits whose softmax defect probability is exactly `scores`."""
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-9, 1 - 1e-9)
+    return np.stack([np.zeros_like(p), np.log(p / (1 - p))], axis=1)
+
+
+def test_binary_metrics_match_hand_computed_confusion_matrix():
+    y_true = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    y_pred = [1, 1, 1, 0, 1, 0, 0, 0, 0, 0]
+    m = tm.binary_metrics(np.array(y_true), np.array(y_pred))
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (3, 1, 1, 5)
+    assert m["recall"] == pytest.approx(3 / 4)
+    assert m["precision"] == pytest.approx(3 / 4)
+    assert m["f1"] == pytest.approx(0.75)
+    assert m["fnr"] == pytest.approx(0.25)
+    assert m["accuracy"] == pytest.approx(8 / 10)
+
+
+def test_multiclass_metrics_match_hand_computed_confusion_matrix():
+    # confusion matrix (rows = truth): [[3,1,0],[0,2,2],[0,0,2]]
+    y_true = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+    y_pred = [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]
+    m = tm.multiclass_metrics(np.array(y_true), np.array(y_pred), 3)
+    recalls = [3 / 4, 2 / 4, 2 / 2]
+    precisions = [3 / 3, 2 / 3, 2 / 4]
+    f1s = [2 * p * r / (p + r) for p, r in zip(precisions, recalls)]
+    assert [m[f"recall_class_{c}"] for c in range(3)] == pytest.approx(recalls)
+    assert m["macro_recall"] == pytest.approx(np.mean(recalls))
+    assert m["min_class_recall"] == pytest.approx(0.5)
+    assert m["macro_f1"] == pytest.approx(np.mean(f1s))
+    assert m["accuracy"] == pytest.approx(7 / 10)
+
+
+def test_auroc_hand_computed_and_with_ties():
+    assert tm.auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert tm.auroc(np.array([0.5, 0.5]), np.array([0, 1])) == pytest.approx(0.5)
+    assert tm.auroc(np.array([0.2, 0.3]), np.array([1, 1])) is None
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 200)
+    scores = np.round(rng.random(200) + 0.3 * labels, 2)  # rounding makes ties
+    assert tm.auroc(scores, labels) == pytest.approx(sk.roc_auc_score(labels, scores))
+
+
+@pytest.mark.parametrize("target", [0.8, 0.9, 0.99, 1.0])
+def test_threshold_is_the_highest_reaching_target_recall_on_val(target):
+    rng = np.random.default_rng(0)
+    labels = np.array([1] * 57 + [0] * 40)
+    scores = np.where(labels == 1, rng.beta(5, 2, len(labels)), rng.beta(2, 5, len(labels)))
+    logits = _logits_from_scores(scores)
+    choice = tm.choose_threshold(logits, labels, target)
+    flagged = tm.binary_decisions(logits, choice.threshold)
+    recall = flagged[labels == 1].mean()
+    assert recall >= target and choice.val_recall == pytest.approx(recall)
+    # any higher threshold misses the target: it is the highest one that reaches it
+    higher = tm.binary_decisions(logits, np.nextafter(choice.threshold, 2.0))
+    assert higher[labels == 1].mean() < target
+
+
+def test_threshold_without_val_defects_falls_back_to_argmax():
+    choice = tm.choose_threshold(_logits_from_scores([0.2, 0.7]), np.array([0, 0]), 0.99)
+    assert choice.threshold is None and choice.val_defects == 0
+
+
+def test_bootstrap_ci_is_seeded_and_contains_point_estimate():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 120)
+    preds = np.where(rng.random(120) < 0.85, labels, 1 - labels)
+    point = tm.binary_metrics(labels, preds)["recall"]
+    a = tm.bootstrap_recall_ci(labels, preds, "binary", n_boot=500, seed=7)
+    b = tm.bootstrap_recall_ci(labels, preds, "binary", n_boot=500, seed=7)
+    c = tm.bootstrap_recall_ci(labels, preds, "binary", n_boot=500, seed=8)
+    assert a == b and a != c
+    assert a[0] <= point <= a[1] and a[0] < a[1]
+    # multi-class: macro recall
+    y = rng.integers(0, 4, 200)
+    p = np.where(rng.random(200) < 0.7, y, rng.integers(0, 4, 200))
+    lo, hi = tm.bootstrap_recall_ci(y, p, "multiclass", 4, n_boot=300, seed=0)
+    assert lo <= tm.multiclass_metrics(y, p, 4)["macro_recall"] <= hi
+    assert tm.bootstrap_recall_ci(np.zeros(5), np.zeros(5), "binary") is None
+
+
+def test_task_report_binary_threshold_argmax_types_and_ci():
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    scores = np.array([0.9, 0.6, 0.4, 0.3, 0.45, 0.2, 0.1, 0.05])
+    types = ["scratch", "scratch", "spot", "spot", "good", "good", "good", "good"]
+    logits = _logits_from_scores(scores)
+    thr = tm.ThresholdChoice(0.3, 1.0, 0.99, 4)
+    rep = tm.task_report(logits, labels, task="binary", num_classes=2, test_types=types, threshold=thr, n_boot=200)
+    v = rep.values
+    # at 0.3: all 4 defects flagged, one good (0.45) flagged
+    assert (v["tp"], v["fn"], v["fp"], v["tn"]) == (4, 0, 1, 3)
+    assert v["recall"] == 1.0 and v["precision"] == pytest.approx(0.8)
+    # argmax (score >= 0.5): 2 of 4 defects
+    assert v["recall_argmax"] == pytest.approx(0.5) and v["fnr_argmax"] == pytest.approx(0.5)
+    assert v["recall_type:scratch"] == 1.0 and v["recall_type:spot"] == 1.0
+    assert rep.extra["recall_type:spot"] == {"type": "spot", "n": 2}
+    assert v["auroc"] == pytest.approx(14 / 16)  # 0.4 and 0.3 rank below the good 0.45
+    assert v["recall_ci_low"] <= v["recall"] <= v["recall_ci_high"]
+    assert v["fnr_ci_low"] == pytest.approx(1 - v["recall_ci_high"])
+    assert rep.extra["recall"]["threshold"] == 0.3
+    for name in v:
+        resolve(name)  # every row name is a defined metric
+
+
+def test_task_report_multiclass_per_class_rows():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    logits = np.eye(3)[[0, 1, 1, 1, 2, 0]]
+    rep = tm.task_report(logits, labels, task="multiclass", num_classes=3, class_names=["Cr", "In", "Pa"], n_boot=100)
+    v = rep.values
+    assert v["recall_type:Cr"] == 0.5 and v["recall_type:In"] == 1.0 and v["recall_type:Pa"] == 0.5
+    assert v["macro_recall"] == pytest.approx(2 / 3) == v["recall"]
+    assert v["min_class_recall"] == 0.5
+    assert "tp" not in v
+    for name in v:
+        resolve(name)
