@@ -1,1 +1,111 @@
-"""`defectopt quantize` commands (being written)."""
+"""`defectopt quantize --id ID --method dynamic|static|bf16|fp16|qat|auto [--backend B] ...`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from defectopt.cli.app import DbOption, QuietOption, app, console
+
+_HELP_METHOD = ("dynamic (torch INT8 Linear), static (INT8 with calibration), bf16, fp16 (CUDA only), "
+                "qat (fake-quant fine-tuning -> INT8), auto (PTQ -> mixed precision -> QAT within --max-recall-drop)")
+_HELP_BACKEND = ("static: openvino (NNCF, default, fastest here) | onnxruntime (QDQ); bf16: openvino | torch; "
+                 "dynamic/fp16: torch; pt2e/fx are explained when asked for")
+
+
+@app.command("quantize")
+def quantize_cmd(
+    model_id: Annotated[str, typer.Option("--id", help="ID (or alias: its latest ready model) of the FP32 model to quantize.")],
+    method: Annotated[str, typer.Option("--method", help=_HELP_METHOD)],
+    backend: Annotated[str, typer.Option("--backend", help=_HELP_BACKEND)] = "auto",
+    calib_images: Annotated[int, typer.Option("--calib-images", help="Train-split images to calibrate activation ranges on.")] = 256,
+    sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Quantize one layer group at a time, rank by val recall drop and logit error, store the table.")] = False,
+    keep_fp: Annotated[Optional[str], typer.Option("--keep-fp", help="Leave layers in float: N (the N most sensitive; needs --sensitivity) or NAME,... (e.g. blocks.0,head).")] = None,
+    max_recall_drop: Annotated[float, typer.Option("--max-recall-drop", help="auto: the val defect-recall drop allowed versus the parent.")] = 0.01,
+    max_keep_fp: Annotated[int, typer.Option("--max-keep-fp", help="auto: at most this many layer groups kept in float.")] = 3,
+    float_precision: Annotated[str, typer.Option("--float-precision", help="OpenVINO INT8: precision hint of the remaining float math (fp32|bf16), recorded.")] = "fp32",
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda (fp16 needs cuda).")] = "cpu",
+    epochs: Annotated[int, typer.Option("--epochs", help="qat/auto: fine-tuning epochs with fake quantization.")] = 3,
+    lr: Annotated[float, typer.Option("--lr", help="qat/auto: learning rate.")] = 1e-4,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="qat/auto: training batch size.")] = 32,
+    kd_from: Annotated[Optional[int], typer.Option("--kd-from", help="qat/auto: distil from this model ID (the parent or the teacher).")] = None,
+    alpha: Annotated[float, typer.Option("--alpha", help="qat with --kd-from: weight of the KD term.")] = 0.5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration sample and of QAT.")] = 0,
+    quiet: QuietOption = False,
+    db: DbOption = None,
+):
+    """Quantize a model: a new model row (parent = ID) whose artifact runs in the engine that executes it."""
+    from defectopt.compress.quantize import QATConfig, QuantizeOptions, quantize_model
+    from defectopt.store.db import open_store
+
+    store = open_store(db)
+    opts = QuantizeOptions(
+        method=method, backend=backend, calib_images=calib_images, keep_fp=keep_fp, sensitivity=sensitivity,
+        max_recall_drop=max_recall_drop, max_keep_fp=max_keep_fp, device=device, float_precision=float_precision,
+        qat=QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, kd_from=kd_from, alpha=alpha, seed=seed, quiet=quiet),
+        seed=seed,
+    )
+
+    def progress(i: int, n: int, group: str) -> None:
+        if not quiet:
+            console.print(f"[dim]sensitivity {i + 1}/{n}: {group}[/]", highlight=False)
+
+    out = quantize_model(store, model_id, opts, log=lambda m: console.print(m, highlight=False), progress=progress)
+    if out.sensitivity is not None:
+        _print_sensitivity(out.sensitivity)
+    _print_results(store, out)
+    if out.speed:
+        _print_speed(out.speed)
+    for note in out.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
+def _print_sensitivity(rows) -> None:
+    table = Table(title="quantization sensitivity (one layer group quantized at a time, val split)")
+    for col in ("rank", "layer", "val recall drop", "logit error (rel. RMS)", "margin corr"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for r in rows:
+        table.add_row(str(r["rank"]), r["layer"], f"{r['recall_drop']:+.4f}", f"{r['logit_error']:.6f}", f"{r['margin_corr']:.4f}")
+    console.print(table)
+
+
+def _print_results(store, out) -> None:
+    from defectopt.models.artifacts import get_row
+
+    parent = get_row(store, out.parent_id)
+    base = out.results[0].fidelity["parent_val_recall"] if out.results else float("nan")
+    table = Table(title=f"quantized from model {out.parent_id} ({parent.alias}, {(parent.size_bytes or 0) / 1e6:.2f} MB, "
+                        f"val recall {base:.3f})")
+    for col in ("id", "label", "backend", "prec.", "val recall", "drop", "margin corr", "MB", "smaller", ""):
+        table.add_column(col, justify="right" if col not in ("label", "backend", "prec.", "") else "left")
+    for r in out.results:
+        row = get_row(store, r.model_id)
+        f = r.fidelity
+        ratio = (parent.size_bytes or 0) / row.size_bytes if row.size_bytes else 0.0
+        mark = "chosen" if out.chosen is not None and out.chosen.model_id == r.model_id and len(out.results) > 1 else ""
+        table.add_row(
+            str(r.model_id), r.label, f.get("backend", r.backend), f.get("precision", ""),
+            f"{f['val_recall']:.3f}", f"{f['recall_drop']:+.4f}", f"{f['margin_corr']:.4f}",
+            f"{(row.size_bytes or 0) / 1e6:.2f}", f"{ratio:.1f}x", mark,
+        )
+    console.print(table)
+
+
+def _print_speed(speed) -> None:
+    table = Table(title="speed cost of --keep-fp (batch 1, interleaved in one process, same runtime)")
+    table.add_column("model")
+    table.add_column("ms/image", justify="right")
+    for key, value in speed.items():
+        if key.endswith("_ms"):
+            table.add_row(key.removesuffix("_ms"), f"{value:.3f}")
+    console.print(table)
+    console.print(f"full INT8 is {_times(speed['int8_speedup_vs_fp32'])} than FP32; mixed precision is "
+                  f"{_times(speed['mixed_speedup_vs_fp32'])} than FP32 and {_times(1 / speed['mixed_cost_vs_int8'])} "
+                  "than full INT8", highlight=False)
+
+
+def _times(speedup: float) -> str:
+    """'2.10x faster' or '1.30x slower': a slowdown is never shown as a speedup."""
+    return f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower"

@@ -1,0 +1,37 @@
+"""Quantization: dynamic/static INT8 PTQ, BF16/FP16, QAT, the auto policy, per-layer sensitivity.
+
+One module per method (`dynamic`, `static`, `half`, `qat`), the `auto` policy, `sensitivity`
+analysis; `common` holds what they share and `service.quantize_model` is the entry point:
+
+    from defectopt.compress.quantize import QuantizeOptions, quantize_model
+    outcome = quantize_model(store, "7", QuantizeOptions(method="static", backend="openvino"))
+
+Each run creates a new model row (parent = the FP32 model, technique `quantize-<method>`) whose
+artifact is in the format of the engine that executes it: `openvino` (NNCF INT8 / BF16 IR),
+`onnx` (ORT static QDQ), or the torch formats registered here (`torch-int8-dynamic`,
+`torch-bf16`, `torch-fp16`). Importing this package registers their torch loaders and runner,
+so `load_torch_model` / `open_runner` work for them; heavy libraries load only when used.
+"""
+
+from __future__ import annotations
+
+import defectopt.bench.runners.quantized_torch_runner  # noqa: F401  (runner for the torch formats)
+from defectopt.compress.quantize import torch_formats  # noqa: F401  (registers the torch loaders)
+from defectopt.compress.quantize.common import FORMAT_TORCH_BF16, FORMAT_TORCH_FP16, FORMAT_TORCH_INT8_DYNAMIC
+
+
+def __getattr__(name: str):
+    # the service pulls in every method module: import it on first use only
+    if name in ("QuantizeOptions", "QuantizeOutcome", "quantize_model", "METHODS", "BACKEND_CHOICES"):
+        from defectopt.compress.quantize import service
+
+        return getattr(service, name)
+    if name == "QATConfig":
+        from defectopt.compress.quantize.qat import QATConfig
+
+        return QATConfig
+    raise AttributeError(name)
+
+
+__all__ = ["FORMAT_TORCH_BF16", "FORMAT_TORCH_FP16", "FORMAT_TORCH_INT8_DYNAMIC", "QATConfig", "QuantizeOptions",
+           "QuantizeOutcome", "quantize_model"]

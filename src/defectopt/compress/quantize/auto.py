@@ -1,0 +1,77 @@
+"""The auto policy: the cheapest INT8 path that keeps val defect recall within the budget.
+
+1. PTQ: static INT8 on the fastest backend here (OpenVINO + NNCF).
+2. Over budget -> sensitivity analysis, then mixed precision: the layers whose quantization
+   alone costs recall (at least the most sensitive one, at most `max_keep_fp`) stay float.
+3. Still over -> QAT (fake-quant fine-tuning, optionally with KD).
+Every attempt is its own model row (technique params record `auto_step`), so the tradeoff
+table shows the path; the chosen row is marked in its config (`auto.chosen`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from defectopt.compress.quantize import qat, sensitivity, static
+from defectopt.compress.quantize.common import Parent, Result
+from defectopt.store.db import Store
+from defectopt.store.schema import Model
+
+
+@dataclass
+class AutoOutcome:
+    attempts: list[Result] = field(default_factory=list)
+    chosen: Result | None = None
+    sensitivity: list[dict[str, Any]] | None = None
+    steps: list[str] = field(default_factory=list)
+
+
+def within_budget(result: Result, max_recall_drop: float) -> bool:
+    return result.fidelity["recall_drop"] <= max_recall_drop + 1e-12
+
+
+def run(store: Store, parent: Parent, *, calib: list[np.ndarray], max_recall_drop: float, backend: str = "openvino",
+        qat_cfg: qat.QATConfig, max_keep_fp: int = 3, device: str = "cpu", log=print) -> AutoOutcome:
+    out = AutoOutcome()
+    backend = "openvino" if backend == "auto" else backend
+
+    def record(result: Result, step: str) -> bool:
+        ok = within_budget(result, max_recall_drop)
+        out.attempts.append(result)
+        out.steps.append(step)
+        _mark(store, result.model_id, {"step": step, "max_recall_drop": max_recall_drop, "within_budget": ok})
+        log(f"auto: {step} -> model {result.model_id} ({result.label}): val recall drop "
+            f"{result.fidelity['recall_drop']:+.4f} (budget {max_recall_drop:g}) {'ok' if ok else 'over budget'}")
+        return ok
+
+    if record(static.run(store, parent, backend=backend, calib=calib, device=device), "ptq"):
+        return _choose(store, out, out.attempts[-1])
+    out.sensitivity = sensitivity.analyse(store, parent, method="static", backend=backend, calib=calib)
+    harmful = [r["layer"] for r in out.sensitivity if r["recall_drop"] > 0]
+    keep = (harmful or [r["layer"] for r in out.sensitivity[:1]])[:max(1, max_keep_fp)]
+    if keep and record(static.run(store, parent, backend=backend, calib=calib, keep_fp=keep, device=device),
+                       f"mixed-precision (keep {', '.join(keep)} float)"):
+        return _choose(store, out, out.attempts[-1])
+    if record(qat.run(store, parent, calib=calib, cfg=qat_cfg, device=device), "qat"):
+        return _choose(store, out, out.attempts[-1])
+    log(f"auto: no attempt met the recall budget {max_recall_drop:g}; nothing chosen (see the attempts above)")
+    return out
+
+
+def _choose(store: Store, out: AutoOutcome, result: Result) -> AutoOutcome:
+    out.chosen = result
+    _mark(store, result.model_id, {"chosen": True})
+    return out
+
+
+def _mark(store: Store, model_id: int, info: dict[str, Any]) -> None:
+    with store.session() as s:
+        row = s.get(Model, model_id)
+        cfg = dict(row.config or {})
+        cfg["auto"] = {**cfg.get("auto", {}), **info}
+        row.config = cfg
+        if row.technique is not None and "step" in info:
+            row.technique.params = {**(row.technique.params or {}), "auto_step": info["step"]}

@@ -1,0 +1,194 @@
+"""`defectopt quantize`: every method saves a new row, reloads by ID in its own engine, stays
+close to FP32, and the reloaded artifact computes exactly what was quantized before saving.
+
+Tolerances (tiny random-init test_* models at 32x32, val split of synthetic:80): INT8 logit
+error (RMS relative to the FP32 logit range) < 0.1 and logit-margin correlation > 0.9;
+BF16 < 0.02 and > 0.99.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from conftest import make_ready_model
+from defectopt.cli import app
+from defectopt.compress.quantize import QuantizeOptions, quantize_model
+from defectopt.errors import DefectoptError
+from defectopt.models.artifacts import load_artifact
+from defectopt.store.schema import Model
+
+CALIB = 8
+
+
+def _batch(img_size=32, n=4, seed=3):
+    return np.random.default_rng(seed).standard_normal((n, 3, img_size, img_size)).astype(np.float32)
+
+
+def _run_by_id(store, model_id, x):
+    from defectopt.bench.runners import open_runner
+
+    runner = open_runner(load_artifact(store, model_id))
+    return runner, runner.predict(x)
+
+
+def _model_count(store):
+    with store.session() as s:
+        return s.scalar(select(func.count()).select_from(Model))
+
+
+def _assert_int8_close(fid):
+    assert fid["logit_rel_err"] < 0.1, fid
+    assert fid["margin_corr"] > 0.9, fid
+
+
+def test_dynamic_int8_reloads_by_id_with_identical_outputs(store, synthetic):
+    import torch
+
+    from defectopt.compress.quantize import torch_formats
+    from defectopt.compress.quantize.common import load_parent
+
+    parent_id = make_ready_model(store, "test_vit", synthetic)
+    out = quantize_model(store, str(parent_id), QuantizeOptions(method="dynamic"))
+    (res,) = out.results
+    art = load_artifact(store, res.model_id)
+    assert art.format == "torch-int8-dynamic" and art.parent_id == parent_id and art.meta["precision"] == "int8"
+    assert art.technique == "quantize-dynamic" and art.dataset_id == synthetic.id
+    _assert_int8_close(res.fidelity)
+    assert res.fidelity["backend"] == "torch" and res.fidelity["precision"] == "int8"
+    # before saving: the in-memory torch.ao model; after: rebuilt from int8 safetensors by ID
+    parent = load_parent(store, parent_id)
+    before = torch_formats.quantize_dynamic(parent.model, torch_formats.linear_names(parent.model))
+    x = _batch()
+    with torch.inference_mode():
+        expected = before(torch.from_numpy(x)).numpy()
+    runner, got = _run_by_id(store, res.model_id, x)
+    assert runner.precision == "int8"
+    np.testing.assert_array_equal(got, expected)
+    # real INT8 storage: the Linear weights are int8 tensors, not FP32 + a recipe
+    from safetensors import safe_open
+
+    with safe_open(str(art.file(torch_formats.INT8_FILE)), "pt") as fh:
+        dtypes = {fh.get_tensor(k).dtype for k in fh.keys() if k.endswith(".int8_weight")}
+    assert dtypes == {torch.int8}
+    assert art.size_bytes < load_artifact(store, parent_id).size_bytes / 1.5
+
+
+def test_static_openvino_reload_matches_the_model_before_saving(store, synthetic, monkeypatch):
+    import openvino as ov
+
+    from defectopt.compress.quantize import static
+
+    captured = {}
+    real_save = static.save_openvino
+
+    def capture(model, folder):
+        captured["model"] = model
+        return real_save(model, folder)
+
+    monkeypatch.setattr(static, "save_openvino", capture)
+    parent_id = make_ready_model(store, "test_convnext", synthetic)
+    out = quantize_model(store, str(parent_id), QuantizeOptions(method="static", calib_images=CALIB))
+    (res,) = out.results
+    art = load_artifact(store, res.model_id)
+    assert art.format == "openvino" and art.meta["precision"] == "int8" and art.meta["inference_precision"] == "fp32"
+    assert res.label == "int8-static-ov" and res.fidelity["backend"] == "openvino"
+    _assert_int8_close(res.fidelity)
+    x = _batch()
+    compiled = ov.Core().compile_model(captured["model"], "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    expected = np.asarray(compiled(x)[0])
+    _, got = _run_by_id(store, res.model_id, x)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    # INT8 weights in the IR (tiny models: the XML graph text dominates the folder, so compare weights)
+    fp32_weights = load_artifact(store, parent_id).file("model.safetensors").stat().st_size
+    assert art.file("model.bin").stat().st_size < fp32_weights / 3
+
+
+def test_static_onnxruntime_vit_keep_fp_named_layers(store, synthetic, monkeypatch):
+    import onnx
+    import onnxruntime as ort
+
+    from defectopt.compress.quantize import static
+
+    captured = {}
+    real = static.quantize_onnx
+
+    def capture(parent, calib, out_path, **kw):
+        info = real(parent, calib, out_path, **kw)
+        captured["bytes"] = out_path.read_bytes()
+        return info
+
+    monkeypatch.setattr(static, "quantize_onnx", capture)
+    parent_id = make_ready_model(store, "test_vit", synthetic)
+    opts = QuantizeOptions(method="static", backend="onnxruntime", calib_images=CALIB, keep_fp="blocks.0,head",
+                           time_keep_fp=False)
+    (res,) = quantize_model(store, str(parent_id), opts).results
+    art = load_artifact(store, res.model_id)
+    assert art.format == "onnx" and art.meta["precision"] == "int8"
+    assert art.meta["quantize"]["keep_fp"] == ["blocks.0", "head"] and res.label == "int8-static-ort-fp2"
+    _assert_int8_close(res.fidelity)
+    graph = onnx.load(str(art.file("model.onnx"))).graph
+    quantized = {n.name for n in graph.node if n.op_type == "MatMul" and any("DequantizeLinear" in i or "_quantized" in i for i in n.input)}
+    assert quantized and not any("/blocks.0/" in n for n in quantized)  # kept float
+    x = _batch()
+    expected = ort.InferenceSession(captured["bytes"], providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    _, got = _run_by_id(store, res.model_id, x)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    with pytest.raises(DefectoptError, match="unknown layer group"):
+        quantize_model(store, str(parent_id), QuantizeOptions(method="static", keep_fp="blocks.99"))
+    with pytest.raises(DefectoptError, match="--sensitivity"):
+        quantize_model(store, str(parent_id), QuantizeOptions(method="static", keep_fp="2"))
+
+
+def test_bf16_openvino_close_to_fp32(store, synthetic):
+    parent_id = make_ready_model(store, "test_resnet", synthetic)
+    (res,) = quantize_model(store, str(parent_id), QuantizeOptions(method="bf16")).results
+    art = load_artifact(store, res.model_id)
+    assert art.format == "openvino" and art.meta["inference_precision"] == "bf16" and res.fidelity["precision"] == "bf16"
+    assert res.fidelity["logit_rel_err"] < 0.02 and res.fidelity["margin_corr"] > 0.99, res.fidelity
+    x = _batch()
+    _, a = _run_by_id(store, res.model_id, x)
+    _, b = _run_by_id(store, res.model_id, x)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_fp16_on_cpu_and_inapplicable_backends_are_refused_with_one_line(store, synthetic, capsys):
+    from defectopt.cli import main
+
+    parent_id = make_ready_model(store, "test_vit", synthetic)
+    before = _model_count(store)
+    with pytest.raises(SystemExit) as exc:
+        main(["quantize", "--id", str(parent_id), "--method", "fp16"])
+    assert exc.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "FP16 is offered on CUDA only" in err and "--method bf16" in err and "Traceback" not in err
+    for backend, hint in (("fx", "openvino"), ("pt2e", "openvino"), ("tensorrt", "choose from")):
+        with pytest.raises(DefectoptError, match=hint):
+            quantize_model(store, str(parent_id), QuantizeOptions(method="static", backend=backend))
+    with pytest.raises(DefectoptError, match="--method static"):
+        quantize_model(store, str(parent_id), QuantizeOptions(method="dynamic", backend="openvino"))
+    assert _model_count(store) == before  # refused before any row was written
+
+
+def test_dynamic_on_a_cnn_says_it_only_quantizes_linear_layers(store, synthetic):
+    parent_id = make_ready_model(store, "test_resnet", synthetic)
+    result = CliRunner().invoke(app, ["quantize", "--id", str(parent_id), "--method", "dynamic"])
+    assert result.exit_code == 0, result.output
+    assert "only Linear layers" in " ".join(result.output.split())
+
+
+def test_pruned_parent_quantizes_and_reloads_with_its_pruned_structure(store, synthetic):
+    from defectopt.compress.prune import PruneOptions, prune_models
+
+    parent_id = make_ready_model(store, "test_vit", synthetic)
+    (pruned,) = prune_models(store, str(parent_id), [0.5], PruneOptions(finetune_epochs=0))
+    (res,) = quantize_model(store, str(pruned.model_id), QuantizeOptions(method="dynamic")).results
+    art = load_artifact(store, res.model_id)
+    assert art.meta["skeleton"]["format"] == "torch-pruned" and art.parent_id == pruned.model_id
+    _assert_int8_close(res.fidelity)
+    x = _batch()
+    _, a = _run_by_id(store, res.model_id, x)
+    _, b = _run_by_id(store, res.model_id, x)
+    np.testing.assert_array_equal(a, b)

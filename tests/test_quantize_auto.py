@@ -1,0 +1,92 @@
+"""The auto policy's path (PTQ -> mixed precision -> QAT, one row per attempt) and the
+determinism of the per-layer sensitivity ranking."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from conftest import make_ready_model
+from defectopt.compress.quantize import QATConfig, QuantizeOptions, quantize_model
+from defectopt.models.artifacts import load_artifact
+from defectopt.store.schema import Model, Sensitivity
+
+
+@pytest.mark.slow
+def test_auto_falls_back_to_qat_when_ptq_misses_the_recall_budget(store, synthetic, monkeypatch):
+    from defectopt.compress.quantize import produce
+
+    real_evaluate = produce.evaluate_child
+
+    def ptq_hurts_recall(store_, parent, model_id, **kw):
+        # the real engine-run evaluation, then PTQ attempts are made to lose 0.5 of val recall
+        fid = real_evaluate(store_, parent, model_id, **kw)
+        with store_.session() as s:
+            method = s.get(Model, model_id).technique.params["method"]
+        if method != "qat":
+            fid = {**fid, "recall_drop": 0.5}
+        return fid
+
+    monkeypatch.setattr(produce, "evaluate_child", ptq_hurts_recall)
+    parent_id = make_ready_model(store, "test_resnet", synthetic)
+    opts = QuantizeOptions(method="auto", backend="onnxruntime", calib_images=8, max_recall_drop=0.01,
+                           qat=QATConfig(epochs=1, batch_size=16, quiet=True))
+    logs = []
+    out = quantize_model(store, str(parent_id), opts, log=logs.append)
+    steps = [r.method for r in out.results]
+    assert steps == ["static", "static", "qat"], logs
+    assert out.chosen is out.results[-1]
+    ptq, mixed, qat = out.results
+    assert mixed.label.startswith("int8-static-ort-fp") and qat.label == "int8-qat-ov"
+    assert out.sensitivity and len({r["layer"] for r in out.sensitivity}) == len(out.sensitivity)
+    with store.session() as s:
+        rows = {r.id: r for r in s.scalars(select(Model).where(Model.parent_id == parent_id))}
+        assert set(rows) == {ptq.model_id, mixed.model_id, qat.model_id}  # every attempt its own row
+        assert rows[ptq.model_id].technique.params["auto_step"] == "ptq"
+        assert rows[mixed.model_id].technique.params["auto_step"].startswith("mixed-precision")
+        assert rows[qat.model_id].technique.name == "quantize-qat"
+        assert rows[qat.model_id].config["auto"]["chosen"] is True
+        assert "chosen" not in rows[ptq.model_id].config["auto"]
+        assert s.scalars(select(Sensitivity).where(Sensitivity.model_id == parent_id)).first() is not None
+    # QAT ends as a real INT8 model in OpenVINO, reloadable by ID
+    art = load_artifact(store, qat.model_id)
+    assert art.format == "openvino" and art.meta["precision"] == "int8"
+    assert "FakeQuantize" in art.file("model.xml").read_text() or "i8" in art.file("model.xml").read_text()
+    assert any("over budget" in line for line in logs) and any("qat" in line and "ok" in line for line in logs)
+
+
+def test_auto_with_an_impossible_budget_chooses_nothing_but_records_the_path(store, synthetic, monkeypatch):
+    from defectopt.compress.quantize import auto
+
+    parent_id = make_ready_model(store, "test_resnet", synthetic)
+    calls = []
+    monkeypatch.setattr(auto.qat, "run", lambda *a, **k: calls.append("qat") or auto.static.run(
+        a[0], a[1], backend="onnxruntime", calib=k["calib"]))
+    out = quantize_model(store, str(parent_id), QuantizeOptions(method="auto", backend="onnxruntime", calib_images=8,
+                                                                max_recall_drop=-1.0))
+    assert out.chosen is None and calls == ["qat"] and len(out.results) == 3
+
+
+def test_sensitivity_ranking_is_deterministic_and_stored(store, synthetic):
+    from defectopt.compress.quantize import sensitivity
+    from defectopt.compress.quantize.common import layer_groups, load_parent
+
+    parent_id = make_ready_model(store, "test_vit", synthetic)
+    parent = load_parent(store, parent_id)
+    first = sensitivity.analyse(store, parent, method="dynamic", backend="torch", calib=[])
+    second = sensitivity.analyse(store, load_parent(store, parent_id), method="dynamic", backend="torch", calib=[])
+    key = [(r["layer"], r["rank"], r["recall_drop"], r["logit_error"]) for r in first]
+    assert key == [(r["layer"], r["rank"], r["recall_drop"], r["logit_error"]) for r in second]
+    assert [r["rank"] for r in first] == list(range(1, len(first) + 1))
+    # ranked by recall drop, then logit error
+    assert all((a["recall_drop"], a["logit_error"]) >= (b["recall_drop"], b["logit_error"]) for a, b in zip(first, first[1:]))
+    groups = layer_groups(parent.model)
+    assert {r["layer"] for r in first} <= set(groups) and "blocks.0" in {r["layer"] for r in first}
+    with store.session() as s:
+        stored = s.scalars(select(Sensitivity).where(Sensitivity.model_id == parent_id).order_by(Sensitivity.rank)).all()
+        assert [r.layer for r in stored] == [r["layer"] for r in first]  # re-analysis replaced, not appended
+    # --keep-fp N takes the N most sensitive groups of that ranking
+    from defectopt.compress.quantize.common import resolve_keep_fp
+
+    ranking = [r["layer"] for r in first]
+    assert resolve_keep_fp("2", groups, ranking) == ranking[:2]
