@@ -1,1 +1,77 @@
-"""`defectopt prune` commands (being written)."""
+"""`defectopt prune --id ID --ratio R` (or `--ratios 0.2,0.4,0.6`): one pruned model per ratio."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from defectopt.cli.app import DbOption, QuietOption, SplitSeedOption, app, console
+
+
+@app.command("prune")
+def prune_cmd(
+    model: Annotated[str, typer.Option("--id", help="Model to prune: an ID, or an alias meaning its latest ready model.")],
+    ratio: Annotated[Optional[float], typer.Option("--ratio", help="Fraction of channels/heads to remove, 0 < R < 1.", show_default=False)] = None,
+    ratios: Annotated[Optional[str], typer.Option("--ratios", help="Sweep: comma-separated ratios (0.2,0.4,0.6), one model each.", show_default=False)] = None,
+    method: Annotated[str, typer.Option("--method", help="structured (Torch-Pruning: narrower, faster layers) or unstructured (magnitude zeros: smaller when compressed, not faster).")] = "structured",
+    importance: Annotated[str, typer.Option("--importance", help="Channel score: l1, l2, taylor (gradients of a few train batches) or random (sanity baseline).")] = "l1",
+    global_pruning: Annotated[bool, typer.Option("--global/--uniform", help="Rank channels across all layers (global) or prune every layer by the same ratio (uniform).")] = False,
+    iterative_steps: Annotated[int, typer.Option("--iterative-steps", help="Reach the ratio in K steps, re-scoring channels after each.")] = 1,
+    round_to: Annotated[int, typer.Option("--round-to", help="Keep widths multiples of this (kernel-friendly); 1 = no rounding.")] = 8,
+    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Recovery fine-tuning epochs on the train split (0 = none), selected on val recall.")] = 2,
+    kd_from: Annotated[Optional[str], typer.Option("--kd-from", help="Distill from this model (ID or alias) during recovery.", show_default=False)] = None,
+    alpha: Annotated[float, typer.Option("--alpha", help="KD weight in recovery (with --kd-from).")] = 0.5,
+    temperature: Annotated[float, typer.Option("--temperature", help="KD softmax temperature.")] = 4.0,
+    lr: Annotated[float, typer.Option("--lr", help="Recovery learning rate.")] = 1e-4,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Recovery and calibration batch size.")] = 32,
+    calib_batches: Annotated[int, typer.Option("--calib-batches", help="Train batches scored for taylor importance.")] = 4,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: Annotated[str, typer.Option("--device", help="Recovery device: auto, cpu or cuda (pruning itself runs on CPU).")] = "auto",
+    amp: Annotated[str, typer.Option("--amp", help="Recovery mixed precision: none, bf16 or fp16.")] = "none",
+    data: Annotated[Optional[str], typer.Option("--data", help="Dataset spec for recovery/taylor (default: the model's own dataset).", show_default=False)] = None,
+    split_seed: SplitSeedOption = 0,
+    quiet: QuietOption = False,
+    db: DbOption = None,
+):
+    """Prune a model structurally (Torch-Pruning) or by magnitude; optional recovery fine-tuning with KD."""
+    from defectopt.compress.prune import PruneOptions, parse_ratios, prune_models
+    from defectopt.compress.prune.service import validate_ratio
+    from defectopt.errors import DefectoptError
+    from defectopt.store.db import open_store
+
+    if (ratio is None) == (ratios is None):
+        raise DefectoptError("give exactly one of --ratio R or --ratios R1,R2,...")
+    wanted = [validate_ratio(ratio)] if ratio is not None else parse_ratios(ratios)
+    opts = PruneOptions(
+        method=method, importance=importance, global_pruning=global_pruning, iterative_steps=iterative_steps,
+        round_to=round_to, finetune_epochs=finetune_epochs, kd_from=kd_from, alpha=alpha, temperature=temperature,
+        lr=lr, batch_size=batch_size, calib_batches=calib_batches, seed=seed, device=device, amp=amp, data=data,
+        split_seed=split_seed, quiet=quiet,
+    )
+
+    def show(r) -> None:
+        line = (f"model {r.model_id} ← {r.parent_id}: prune{r.ratio:g} {r.method}  "
+                f"GMACs {r.macs_before / 1e9:.3f} → {r.macs_after / 1e9:.3f}  "
+                f"params {r.params_before / 1e6:.2f}M → {r.params_after / 1e6:.2f}M")
+        if r.best_val:
+            line += f"  val recall {r.best_val.get('recall', float('nan')):.3f} (epoch {r.best_epoch})"
+        console.print(line)
+
+    results = prune_models(open_store(db), model, wanted, opts, on_result=show)
+    if len(results) > 1 or method == "unstructured":
+        table = Table(title=f"pruned from model {results[0].parent_id}")
+        for col in ("id", "ratio", "method", "GMACs", "params (M)", "MACs kept", "val recall", "notes"):
+            table.add_column(col, justify="right" if col not in ("method", "notes") else "left")
+        for r in results:
+            notes = ""
+            if "sparsity" in r.extra:
+                notes = (f"{r.extra['sparsity']:.0%} zeros; {r.extra['dense_bytes'] / 1e6:.1f} MB dense, "
+                         f"{r.extra['compressed_bytes'] / 1e6:.1f} MB zipped; no speedup (dense kernels)")
+            elif r.extra.get("heads"):
+                notes = f"heads/block {r.extra['heads'][0]}"
+            recall = f"{r.best_val['recall']:.3f}" if r.best_val else ""
+            table.add_row(str(r.model_id), f"{r.ratio:g}", r.method, f"{r.macs_after / 1e9:.3f}",
+                          f"{r.params_after / 1e6:.2f}", f"{r.macs_after / r.macs_before:.0%}", recall, notes)
+        console.print(table)
