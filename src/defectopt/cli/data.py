@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from defectopt.cli.app import DbOption, SkipBadOption, SplitSeedOption, console, data_app
@@ -26,7 +27,7 @@ def synth(
         generate(out, n=n, seed=seed, size=size)
     except OSError as exc:
         raise DefectoptError(f"cannot write synthetic dataset to {out}: {exc.strerror or exc}") from None
-    console.print(f"wrote {n} images to {out}/surface  (use it as --data mvtec:{out}/surface)")
+    console.print(escape(f"wrote {n} images to {out}/surface  (use it as --data mvtec:{out}/surface)"))
 
 
 @data_app.command("info")
@@ -43,19 +44,20 @@ def info(
 
     store = open_store(db)
     ds = resolve_dataset(store, spec, seed=split_seed, skip_bad_images=skip_bad_images)
-    table = Table(title=f"{ds.name}  ({ds.kind}, {ds.task}, {ds.num_classes} classes: {', '.join(ds.class_names)})")
+    # escape(): folder and class names are data; "[...]" in them must not be read as Rich markup
+    table = Table(title=escape(f"{ds.name}  ({ds.kind}, {ds.task}, {ds.num_classes} classes: {', '.join(ds.class_names)})"))
     table.add_column("defect type / class")
     for sp in SPLITS:
         table.add_column(sp, justify="right")
     table.add_column("total", justify="right")
     totals = dict.fromkeys(SPLITS, 0)
     for dtype, per in counts(ds.manifest).items():
-        table.add_row(dtype, *[str(per[sp]) for sp in SPLITS], str(sum(per.values())))
+        table.add_row(escape(dtype), *[str(per[sp]) for sp in SPLITS], str(sum(per.values())))
         for sp in SPLITS:
             totals[sp] += per[sp]
     table.add_row("[bold]all", *[f"[bold]{totals[sp]}" for sp in SPLITS], f"[bold]{sum(totals.values())}")
     console.print(table)
-    console.print(f"root {ds.root}")
+    console.print(f"root {escape(str(ds.root))}")
     console.print(f"frozen split: seed {ds.split_seed}, sha256 {ds.split_hash[:16]}…  (dataset id {ds.id})")
     if ds.skipped_bad_images:
         console.print(f"skipped {ds.skipped_bad_images} corrupt/empty images")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from defectopt.cli.app import DbOption, app, console
@@ -40,9 +41,10 @@ def ls_cmd(
         if not all_ and r["status"] == "failed":
             continue
         style = {"ready": "", "running": "yellow", "failed": "red"}.get(r["status"], "")
+        # escape(): labels like "mobilevit_s[no-KD]" and user-chosen names are data, not Rich markup
         table.add_row(
-            str(r["id"]), r["alias"], r["lineage"], r["technique"] or "", r["dataset"] or "", str(r["img_size"]),
-            r["format"] or "", f"{r['size_bytes'] / 1e6:.2f}" if r["size_bytes"] else "", f"[{style}]{r['status']}" if style else r["status"],
+            str(r["id"]), escape(r["alias"]), escape(r["lineage"]), escape(r["technique"] or ""), escape(r["dataset"] or ""),
+            str(r["img_size"]), escape(r["format"] or ""), f"{r['size_bytes'] / 1e6:.2f}" if r["size_bytes"] else "", f"[{style}]{r['status']}" if style else r["status"],
         )
     console.print(table)
 
@@ -58,7 +60,7 @@ def show_cmd(model_id: Annotated[int, typer.Argument(help="Model ID.")], db: DbO
     meta.add_column("field", style="bold")
     meta.add_column("value")
     for key, value in info["fields"].items():
-        meta.add_row(key, str(value))
+        meta.add_row(key, escape(str(value)))
     console.print(meta)
     if info["epochs"]:
         curve = Table(title="training curve (val split)")
@@ -72,7 +74,8 @@ def show_cmd(model_id: Annotated[int, typer.Argument(help="Model ID.")], db: DbO
         for col in ("device", "backend", "precision", "batch", "threads", "metric", "value", "when"):
             ms.add_column(col)
         for m in info["measurements"]:
-            ms.add_row(m["device"], m["backend"], m["precision"] or "", str(m["batch_size"]), str(m["threads"]), m["metric"], _fmt(m["value"]), str(m["created_at"])[:19])
+            ms.add_row(*map(escape, (m["device"], m["backend"], m["precision"] or "", str(m["batch_size"]), str(m["threads"]),
+                                     m["metric"], _fmt(m["value"]), str(m["created_at"])[:19])))
         console.print(ms)
 
 

@@ -15,7 +15,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         arr = np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8)
-        img = Image.fromarray(arr, mode="L")
+        img = Image.fromarray(arr)  # 2-D uint8 -> mode L
     if img.mode == "RGBA" or img.mode == "LA" or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (0, 0, 0, 255))
@@ -41,8 +41,10 @@ def find_bad_images(root: Path, rel_paths: list[str]) -> list[str]:
             if path.stat().st_size == 0:
                 bad.append(rel)
                 continue
+            # Decode fully: verify() only checks headers/CRCs and lets truncated JPEGs through,
+            # which would then fail mid-training instead of here, before anything is written.
             with Image.open(path) as img:
-                img.verify()
+                img.load()
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
             bad.append(rel)
     return bad

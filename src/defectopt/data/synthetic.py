@@ -87,7 +87,9 @@ def generate(out: Path, n: int = 400, seed: int = 0, size: int = 128) -> Path:
     if (out / "surface").is_dir():
         return out
     rng = np.random.default_rng(seed)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:6]}"
+    # The temp folder lives inside `out` and only `surface/` is renamed into place, so `out`
+    # may be an existing folder holding other files (e.g. `data synth --out ~/data`).
+    tmp = out / f".tmp-{uuid.uuid4().hex[:6]}"
     n_defect = int(round(n * DEFECT_FRACTION))
     n_good = n - n_defect
     plan = ["good"] * n_good + [DEFECT_TYPES[i % len(DEFECT_TYPES)] for i in range(n_defect)]
@@ -103,10 +105,9 @@ def generate(out: Path, n: int = 400, seed: int = 0, size: int = 128) -> Path:
             d = tmp / "surface" / folder
             d.mkdir(parents=True, exist_ok=True)
             counters[folder] = counters.get(folder, 0) + 1
-            Image.fromarray(arr, mode="L").save(d / f"{counters[folder]:04d}.png")
-        out.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(d / f"{counters[folder]:04d}.png")
         try:
-            os.replace(tmp, out)
+            os.replace(tmp / "surface", out / "surface")
         except OSError:  # another process generated it first
             if not (out / "surface").is_dir():
                 raise

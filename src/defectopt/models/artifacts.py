@@ -274,14 +274,27 @@ def save_torch_weights(model, folder: Path) -> Path:
     return path
 
 
-@register_torch_loader(FORMAT_TORCH)
-def _load_plain_torch(artifact: Artifact):
+def read_safetensors(path: Path) -> dict[str, Any]:
+    """Tensors of a safetensors file; anything else (a pickle, a torch zip, garbage) is one line."""
     from safetensors.torch import load_file
 
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # SafetensorError, OSError, ...: the file is not what its name says
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DefectoptError(f"{path} is not a readable safetensors file ({reason}); refusing to load it") from None
+
+
+@register_torch_loader(FORMAT_TORCH)
+def _load_plain_torch(artifact: Artifact):
     from defectopt.models.factory import create
 
+    path = artifact.file(WEIGHTS_FILE)
     model = create(artifact.alias, artifact.num_classes, artifact.img_size)
-    model.load_state_dict(load_file(str(artifact.file(WEIGHTS_FILE))))
+    try:
+        model.load_state_dict(read_safetensors(path))
+    except RuntimeError as exc:  # tensor names/shapes do not fit the architecture in meta
+        raise DefectoptError(f"weights {path} do not fit {artifact.alias}: {str(exc).splitlines()[0][:160]}") from None
     return model.eval()
 
 

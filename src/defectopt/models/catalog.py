@@ -167,4 +167,7 @@ def collect_garbage(store: Store, *, delete_failed: bool = False) -> dict[str, A
                 s.execute(delete(Measurement).where(Measurement.model_id.in_(ids)))
                 s.execute(delete(Model).where(Model.id.in_(ids)))
             deleted = len(ids)
+        # a deleted row can no longer be resumed: drop its training checkpoints too
+        for model_id in ids:
+            shutil.rmtree(root / ".runs" / str(model_id), ignore_errors=True)
     return {"stale": [r.id for r in stale], "folders": removed, "deleted": deleted}
