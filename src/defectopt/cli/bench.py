@@ -74,8 +74,13 @@ def bench_cmd(
     _print_summary(outcomes)
     code = suite.exit_code(outcomes)
     if code:
-        failed = sum(o.status == "failed" for o in outcomes)
-        err_console.print(f"[bold red]error:[/] {failed} of {len(outcomes)} bench run(s) failed (see above)")
+        from rich.markup import escape
+
+        failed = [o for o in outcomes if o.status == "failed"]
+        # name the (first) problem on the error line itself, not only in the log above
+        first = f"model {failed[0].model_id}: {failed[0].message}" if failed else "see above"
+        more = f" (and {len(failed) - 1} more; {len(failed)} of {len(outcomes)} bench runs failed)" if len(failed) > 1 else ""
+        err_console.print(f"[bold red]error:[/] {escape(first)}{more}", soft_wrap=True)
         raise typer.Exit(code)
 
 

@@ -104,6 +104,10 @@ def validate_options(opts: PruneOptions) -> None:
     allowed = IMPORTANCES if opts.method == STRUCTURED else UNSTRUCTURED_IMPORTANCES
     if opts.importance not in allowed:
         raise DefectoptError(f"--importance for {opts.method} pruning must be one of {', '.join(allowed)}, got '{opts.importance}'")
+    if opts.finetune_epochs > 0:
+        from defectopt.train.distributed import resolve_device
+
+        resolve_device(opts.device)  # "--device cuda" without a GPU fails here, before any row exists
     checks = [
         (opts.iterative_steps >= 1, f"--iterative-steps must be at least 1, got {opts.iterative_steps}"),
         (opts.round_to >= 1, f"--round-to must be at least 1 (1 = no rounding), got {opts.round_to}"),

@@ -63,6 +63,10 @@ def _validate(opts: QuantizeOptions, backend: str, parent) -> None:
         raise DefectoptError("--keep-fp applies to --method static, dynamic or qat")
     if opts.calib_images <= 0:
         raise DefectoptError("--calib-images must be a positive number")
+    if not 0.0 <= opts.max_recall_drop < 1.0:
+        raise DefectoptError(f"--max-recall-drop must be in [0, 1), got {opts.max_recall_drop:g}")
+    if opts.max_keep_fp < 0:
+        raise DefectoptError(f"--max-keep-fp must be >= 0, got {opts.max_keep_fp}")
 
 
 def quantize_model(store: Store, ref: str | int, opts: QuantizeOptions,
