@@ -1,1 +1,67 @@
-"""`defectopt pipeline` commands (being written)."""
+"""`defectopt pipeline [CONFIG.toml]`: the whole study from one config (see defectopt.pipeline)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from defectopt.cli.app import DbOption, QuietOption, app, console
+
+
+@app.command("pipeline")
+def pipeline_cmd(
+    config: Annotated[Optional[str], typer.Argument(
+        help="Study config (TOML), or a bundled one: neu-det, mvtec-ad, dagm. Default: the bundled synthetic study.",
+        show_default=False)] = None,
+    show_config: Annotated[bool, typer.Option("--show-config", help="Print the config (the bundled default if none given) and exit.")] = False,
+    quiet: QuietOption = False,
+    db: DbOption = None,
+):
+    """Run a whole study: teacher, students with and without KD, pruning, quantization, bench, then the
+    Pareto table, plot and report. Steps whose models already exist are skipped, so re-running resumes.
+
+    Example: defectopt pipeline            (built-in synthetic data, small settings, ~10 min on 2 cores)
+    """
+    from defectopt.pipeline import bundled_config_text, load_config, run_pipeline
+
+    if show_config:
+        from pathlib import Path
+
+        if config is None or not Path(config).is_file():
+            load_config(config)  # validates the name
+            typer.echo(bundled_config_text(config or "default"), nl=False)
+        else:
+            typer.echo(Path(config).read_text(encoding="utf-8"), nl=False)
+        return
+    from defectopt.report import table as tbl
+    from defectopt.store.db import open_store
+
+    cfg, origin = load_config(config)  # before opening the store: a bad config writes nothing
+    result = run_pipeline(open_store(db), cfg, origin=origin, quiet=quiet,
+                          echo=lambda t: console.print(t, markup=False, highlight=False))
+    if result.frame is not None and len(result.frame):
+        pareto = result.frame[result.frame["pareto"]]
+        tbl.print_table(console, tbl.to_rich(pareto, title=f"Pareto frontier ({result.dataset}): "
+                                               "no other model is both faster and better at recall"))
+        min_recall, by = result.config["report"]["min_recall"], result.config["report"]["by"]
+        if min_recall is not None:
+            from defectopt.errors import DefectoptError
+            from defectopt.report.pareto import select_min_recall
+
+            try:
+                r = select_min_recall(result.frame, float(min_recall), by=by).row
+                console.print(f"[bold green]answer:[/] the fastest model with recall CI lower bound ≥ {min_recall:g} "
+                              f"(by {by}) is model {int(r['id'])} ({r['lineage']}) on {r['device']}/{r['backend']}: "
+                              f"recall {r['recall']:.3f} [{r['recall_ci_low']:.3f}, {r['recall_ci_high']:.3f}], "
+                              f"{r['latency_ms']:.3g} ms/image, {r['size_mb']:.3g} MB", highlight=False)
+            except DefectoptError as exc:
+                console.print(f"[yellow]recall budget {min_recall:g}:[/] {exc}", highlight=False)
+    ran = sum(s.status == "ran" for s in result.steps)
+    skipped = sum(s.status == "skipped" for s in result.steps)
+    console.print(f"{ran} step(s) ran, {skipped} skipped (already done); {len(result.model_ids)} models in the study", highlight=False)
+    for name, path in result.outputs.items():
+        console.print(f"  {name}: {path}", highlight=False, markup=False)
+    if result.failed:
+        console.print(f"[bold red]{len(result.failed)} step(s) had failures:[/] " + ", ".join(s.name for s in result.failed))
+        raise typer.Exit(1)

@@ -1,0 +1,456 @@
+"""`defectopt pipeline`: a whole study from one TOML config, as a sequence of ordinary commands.
+
+teacher (finetune-teacher) → students with and without KD (distill α and α = 0) → pruning
+(prune) → quantization (quantize: PTQ, with QAT where the auto policy needs it) → bench on the
+chosen devices → the Pareto table, plot and Markdown report.
+
+Each step runs the real CLI command in this process (the same code path as typing it) and
+writes the same rows a user's command would. Every model a step produces is tagged in its
+`config` JSON with `pipeline_step = "<hash of the step's command>:<step name>"`; a re-run finds
+tagged ready models and skips the step, so an interrupted study resumes where it stopped, and
+changing one section of the config re-runs only the steps whose commands changed (and the
+steps below them, whose parent IDs change). bench skips what is already measured by itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from defectopt.errors import DefectoptError
+from defectopt.store.db import Store
+
+BUNDLED = ("default", "neu-det", "mvtec-ad", "dagm")
+STEP_KEY = "pipeline_step"
+INTERRUPTED = 130  # exit code of a command stopped with Ctrl-C (it cleans up after itself)
+
+# Allowed keys per section and their defaults (None = required or "leave to the command").
+SCHEMA: dict[str, dict[str, Any]] = {
+    "study": {"name": "study", "data": None, "split_seed": 0, "seed": 0, "device": "auto", "pretrained": False,
+              "img_size": None, "out": None, "quiet": False},
+    "teacher": {"model": None, "pretrained": None, "img_size": None, "epochs": 5, "batch_size": 32, "lr": None,
+                "options": {}},
+    "students": {"model": None, "alphas": [0.5, 0.0], "temperature": 4.0, "pretrained": None, "img_size": None,
+                 "epochs": 5, "batch_size": 32, "lr": None, "options": {}},
+    "prune": {"enabled": True, "from": ["kd"], "ratios": [0.5], "method": "structured", "finetune_epochs": 2,
+              "kd_from_teacher": True, "options": {}},
+    "quantize": {"enabled": True, "from": ["prune"], "methods": ["auto"], "backend": None,
+                 "max_recall_drop": None, "options": {}},
+    "bench": {"devices": ["cpu"], "backends": ["auto"], "batch_sizes": [1, 16], "quick": False, "options": {}},
+    "report": {"pareto": ["recall", "latency"], "min_recall": None, "by": "latency", "plot_x": "latency",
+               "plot_y": "recall"},
+}
+GROUPS = ("teacher", "kd", "nokd", "students", "prune", "quantize")
+
+
+# --- config ---------------------------------------------------------------------------------
+
+def bundled_config_text(name: str = "default") -> str:
+    return (resources.files("defectopt") / "configs" / f"{name}.toml").read_text(encoding="utf-8")
+
+
+def load_config(path: str | Path | None = None) -> tuple[dict[str, Any], str]:
+    """(validated config with defaults, where it came from). No path: the bundled default;
+    a bundled name (`neu-det`, `mvtec-ad`, `dagm`) when no such file exists."""
+    if path is None:
+        text, origin = bundled_config_text("default"), "bundled default (synthetic data)"
+    else:
+        p = Path(path)
+        if p.is_file():
+            try:
+                text, origin = p.read_text(encoding="utf-8"), str(p)
+            except (OSError, UnicodeDecodeError) as exc:
+                raise DefectoptError(f"cannot read pipeline config {p}: {exc}") from None
+        elif str(path) in BUNDLED:
+            text, origin = bundled_config_text(str(path)), f"bundled config '{path}'"
+        else:
+            raise DefectoptError(f"pipeline config {p} not found (bundled configs: {', '.join(BUNDLED)})")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DefectoptError(f"pipeline config {origin} is not valid TOML: {exc}") from None
+    return validate_config(raw, origin), origin
+
+
+def _check_keys(section: str, given: dict, origin: str) -> dict[str, Any]:
+    known = SCHEMA[section]
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise DefectoptError(f"pipeline config {origin}: unknown key(s) {', '.join(unknown)} in [{section}]; "
+                             f"known: {', '.join(known)}")
+    merged = {k: (json.loads(json.dumps(v)) if isinstance(v, (dict, list)) else v) for k, v in known.items()}
+    merged.update(given)
+    return merged
+
+
+def validate_config(raw: dict[str, Any], origin: str = "config") -> dict[str, Any]:
+    unknown = sorted(set(raw) - set(SCHEMA))
+    if unknown:
+        raise DefectoptError(f"pipeline config {origin}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SCHEMA)}")
+    cfg: dict[str, Any] = {}
+    for section in SCHEMA:
+        value = raw.get(section, [] if section == "students" else {})
+        if section == "students":
+            if isinstance(value, dict):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise DefectoptError(f"pipeline config {origin}: [[students]] must be tables")
+            cfg[section] = [_check_keys(section, v, origin) for v in value]
+        else:
+            if not isinstance(value, dict):
+                raise DefectoptError(f"pipeline config {origin}: [{section}] must be a table")
+            cfg[section] = _check_keys(section, value, origin)
+    if not cfg["study"]["data"]:
+        raise DefectoptError(f"pipeline config {origin}: [study] data = \"SPEC\" is required (e.g. synthetic:400)")
+    if not cfg["teacher"]["model"]:
+        raise DefectoptError(f"pipeline config {origin}: [teacher] model = \"ALIAS\" is required")
+    for i, st in enumerate(cfg["students"]):
+        if not st["model"]:
+            raise DefectoptError(f"pipeline config {origin}: [[students]] #{i + 1} needs model = \"ALIAS\"")
+        if not isinstance(st["alphas"], list) or not st["alphas"]:
+            raise DefectoptError(f"pipeline config {origin}: [[students]] alphas must be a non-empty list, e.g. [0.5, 0.0]")
+    for section, key in (("prune", "from"), ("quantize", "from")):
+        refs = cfg[section][key]
+        refs = [refs] if isinstance(refs, str) else refs
+        bad = [r for r in refs if r not in GROUPS]
+        if bad:
+            raise DefectoptError(f"pipeline config {origin}: [{section}] from = {bad} ; use any of {', '.join(GROUPS)}")
+        cfg[section][key] = refs
+    for section, key in (("prune", "ratios"), ("quantize", "methods"), ("bench", "devices"), ("bench", "backends"),
+                         ("bench", "batch_sizes")):
+        if not isinstance(cfg[section][key], list):
+            cfg[section][key] = [cfg[section][key]]
+    if len(cfg["report"]["pareto"]) != 2:
+        raise DefectoptError(f"pipeline config {origin}: [report] pareto must name two metrics, e.g. [\"recall\", \"latency\"]")
+    from defectopt import metrics
+
+    for m in (*cfg["report"]["pareto"], cfg["report"]["plot_x"], cfg["report"]["plot_y"]):
+        metrics.resolve(m)
+    if not cfg["study"]["out"]:
+        cfg["study"]["out"] = str(Path("reports") / cfg["study"]["name"])
+    return cfg
+
+
+def option_args(options: dict[str, Any]) -> list[str]:
+    """`{"weight-decay": 0.01, "augment": false}` -> ["--weight-decay", "0.01", "--no-augment"]."""
+    args: list[str] = []
+    for key, value in options.items():
+        flag = "--" + str(key).replace("_", "-").lstrip("-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list):
+            args += [flag, ",".join(map(str, value))]
+        elif value is not None:
+            args += [flag, str(value)]
+    return args
+
+
+# --- steps ----------------------------------------------------------------------------------
+
+@dataclass
+class StepResult:
+    name: str
+    status: str  # ran | skipped | failed
+    model_ids: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    message: str = ""
+
+
+@dataclass
+class PipelineResult:
+    config_origin: str
+    dataset: str
+    model_ids: list[int]
+    steps: list[StepResult]
+    outputs: dict[str, Path]
+    frame: Any = None  # the tradeoff rows of the study, Pareto-marked
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[StepResult]:
+        return [s for s in self.steps if s.status == "failed"]
+
+
+def step_key(name: str, args: list[str]) -> str:
+    digest = hashlib.sha256(json.dumps([name, args]).encode()).hexdigest()[:12]
+    return f"{digest}:{name}"
+
+
+def tagged_models(store: Store, key: str) -> list[int]:
+    from sqlalchemy import select
+
+    from defectopt.store.schema import Model, ModelStatus
+
+    with store.session() as s:
+        q = select(Model.id).where(Model.status == ModelStatus.READY, Model.config[STEP_KEY].as_string() == key)
+        return list(s.scalars(q.order_by(Model.id)))
+
+
+def _max_model_id(store: Store) -> int:
+    from sqlalchemy import func, select
+
+    from defectopt.store.schema import Model
+
+    with store.session() as s:
+        return s.scalar(select(func.max(Model.id))) or 0
+
+
+def _tag_new_models(store: Store, after_id: int, key: str) -> list[int]:
+    """Tag the ready models created since `after_id` (by this step) with its key."""
+    from sqlalchemy import select
+
+    from defectopt.store.schema import Model, ModelStatus
+
+    with store.session() as s:
+        rows = s.scalars(select(Model).where(Model.id > after_id, Model.status == ModelStatus.READY).order_by(Model.id)).all()
+        ids = []
+        for row in rows:
+            if (row.config or {}).get(STEP_KEY):
+                continue  # another pipeline's model, created concurrently
+            row.config = {**(row.config or {}), STEP_KEY: key}  # new dict: JSON columns track assignment only
+            ids.append(row.id)
+        return ids
+
+
+def run_command(args: list[str]) -> int:
+    """Run `defectopt ARGS` in this process; DefectoptError and usage errors propagate as
+    DefectoptError, the command's exit code is returned."""
+    import click
+
+    from defectopt.cli import app
+
+    try:
+        rv = app(args=args, prog_name="defectopt", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.ClickException as exc:
+        raise DefectoptError(" ".join(exc.format_message().split())) from None
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+
+
+class Study:
+    """Runs the steps of one config against one store, printing one line per step."""
+
+    def __init__(self, store: Store, cfg: dict[str, Any], *, origin: str = "config", quiet: bool = False,
+                 echo: Callable[[str], None] = print, runner: Callable[[list[str]], int] = run_command):
+        self.store, self.cfg, self.origin = store, cfg, origin
+        self.quiet = quiet or bool(cfg["study"]["quiet"])
+        self.echo, self.runner = echo, runner
+        self.steps: list[StepResult] = []
+        self.groups: dict[str, list[int]] = {g: [] for g in GROUPS}
+        self.model_ids: list[int] = []
+        self.frame = None  # the study's tradeoff rows, Pareto-marked (set by outputs())
+
+    # common arguments every command gets
+    def _tail(self) -> list[str]:
+        return ["--db", str(self.store.path)] + (["--quiet"] if self.quiet else [])
+
+    def model_step(self, name: str, args: list[str]) -> StepResult:
+        """Run a model-producing command unless a ready model already carries this step's key."""
+        key = step_key(name, args)
+        t0 = time.perf_counter()
+        existing = tagged_models(self.store, key)
+        if existing:
+            result = StepResult(name, "skipped", existing, 0.0, "already done")
+            self._log(result, args)
+            return self._keep(result)
+        self.echo(f"▶ {name}: defectopt {' '.join(args)}")
+        before = _max_model_id(self.store)
+        try:
+            code = self.runner(args + self._tail())
+        except DefectoptError as exc:
+            raise DefectoptError(f"pipeline step '{name}' failed: {exc}") from None
+        ids = _tag_new_models(self.store, before, key)
+        if code == INTERRUPTED:
+            self.echo(f"interrupted during '{name}'; run the same pipeline command again to resume")
+            import click
+
+            raise click.exceptions.Abort()
+        if code or not ids:
+            why = f"exit code {code}" if code else "it registered no ready model"
+            raise DefectoptError(f"pipeline step '{name}' failed: {why} (command: defectopt {' '.join(args)})")
+        result = StepResult(name, "ran", ids, time.perf_counter() - t0)
+        self._log(result, args)
+        return self._keep(result)
+
+    def _keep(self, result: StepResult) -> StepResult:
+        self.steps.append(result)
+        for i in result.model_ids:
+            if i not in self.model_ids:
+                self.model_ids.append(i)
+        return result
+
+    def _log(self, r: StepResult, args: list[str]) -> None:
+        ids = ",".join(map(str, r.model_ids))
+        if r.status == "skipped":
+            self.echo(f"✓ {r.name}: skipped, already done (model {ids})")
+        elif r.status == "ran":
+            self.echo(f"✓ {r.name}: model {ids} in {r.seconds:.0f} s")
+
+    # --- the study ---
+    def run(self) -> PipelineResult:
+        from defectopt.data.catalog import resolve_dataset
+
+        st = self.cfg["study"]
+        dataset = resolve_dataset(self.store, st["data"], seed=int(st["split_seed"]))
+        self.echo(f"study '{st['name']}' on {dataset.name} ({len(dataset.manifest)} images, {dataset.task}) — config: {self.origin}")
+        teacher = self.teacher_step()
+        self.groups["teacher"] = [teacher]
+        self.student_steps(teacher)
+        self.prune_steps(teacher)
+        self.quantize_steps()
+        self.bench_steps()
+        outputs = self.outputs(dataset.name)
+        return PipelineResult(self.origin, dataset.name, list(self.model_ids), self.steps, outputs, config=self.cfg)
+
+    def _common_train(self, sec: dict[str, Any]) -> list[str]:
+        st = self.cfg["study"]
+        pretrained = sec["pretrained"] if sec["pretrained"] is not None else st["pretrained"]
+        img = sec["img_size"] or st["img_size"]
+        args = ["--pretrained" if pretrained else "--no-pretrained", "--epochs", str(sec["epochs"]),
+                "--batch-size", str(sec["batch_size"]), "--seed", str(st["seed"]), "--device", str(st["device"]),
+                "--split-seed", str(st["split_seed"])]
+        if img:
+            args += ["--img-size", str(img)]
+        if sec["lr"] is not None:
+            args += ["--lr", str(sec["lr"])]
+        return args + option_args(sec["options"])
+
+    def teacher_step(self) -> int:
+        sec = self.cfg["teacher"]
+        args = ["finetune-teacher", "--model", sec["model"], "--data", self.cfg["study"]["data"], *self._common_train(sec)]
+        return self.model_step(f"teacher {sec['model']}", args).model_ids[-1]
+
+    def student_steps(self, teacher: int) -> None:
+        for sec in self.cfg["students"]:
+            for alpha in sec["alphas"]:
+                alpha = float(alpha)
+                kind = f"KD α{alpha:g}" if alpha > 0 else "no-KD"
+                args = ["distill", "--teacher", str(teacher), "--student", sec["model"], "--alpha", f"{alpha:g}",
+                        "--temperature", f"{float(sec['temperature']):g}", *self._common_train(sec)]
+                mid = self.model_step(f"student {sec['model']} [{kind}]", args).model_ids[-1]
+                self.groups["kd" if alpha > 0 else "nokd"].append(mid)
+                self.groups["students"].append(mid)
+
+    def _sources(self, refs: list[str]) -> list[int]:
+        out: list[int] = []
+        for ref in refs:
+            for mid in self.groups[ref]:
+                if mid not in out:
+                    out.append(mid)
+        return out
+
+    def prune_steps(self, teacher: int) -> None:
+        sec = self.cfg["prune"]
+        if not sec["enabled"]:
+            return
+        st = self.cfg["study"]
+        for parent in self._sources(sec["from"]):
+            for ratio in sec["ratios"]:
+                args = ["prune", "--id", str(parent), "--ratio", f"{float(ratio):g}", "--method", sec["method"],
+                        "--finetune-epochs", str(sec["finetune_epochs"]), "--seed", str(st["seed"]),
+                        "--device", str(st["device"]), "--split-seed", str(st["split_seed"])]
+                if sec["kd_from_teacher"] and sec["finetune_epochs"]:
+                    args += ["--kd-from", str(teacher)]
+                args += option_args(sec["options"])
+                res = self.model_step(f"prune model {parent} ratio {float(ratio):g}", args)
+                self.groups["prune"].extend(res.model_ids)
+
+    def quantize_steps(self) -> None:
+        sec = self.cfg["quantize"]
+        if not sec["enabled"]:
+            return
+        refs = sec["from"]
+        if refs == ["prune"] and not self.groups["prune"]:
+            refs = ["kd"]  # no pruning in this study: quantize the KD students
+        for parent in self._sources(refs):
+            for method in sec["methods"]:
+                args = ["quantize", "--id", str(parent), "--method", str(method), "--seed", str(self.cfg["study"]["seed"])]
+                if sec["backend"]:
+                    args += ["--backend", str(sec["backend"])]
+                if sec["max_recall_drop"] is not None:
+                    args += ["--max-recall-drop", f"{float(sec['max_recall_drop']):g}"]
+                args += option_args(sec["options"])
+                res = self.model_step(f"quantize model {parent} {method}", args)
+                self.groups["quantize"].extend(res.model_ids)
+
+    def bench_steps(self) -> None:
+        import torch
+
+        sec = self.cfg["bench"]
+        ids = ",".join(map(str, self.model_ids))
+        for device in sec["devices"]:
+            if device == "cuda" and not torch.cuda.is_available():
+                self.echo("– bench on cuda: skipped, no CUDA device here")
+                self.steps.append(StepResult("bench cuda", "skipped", message="no CUDA device"))
+                continue
+            for backend in sec["backends"]:
+                name = f"bench {device} {backend}"
+                args = ["bench", "--ids", ids, "--device", device, "--backend", backend,
+                        "--batch-sizes", ",".join(map(str, sec["batch_sizes"]))]
+                if sec["quick"]:
+                    args.append("--quick")
+                args += option_args(sec["options"])
+                self.echo(f"▶ {name}: defectopt {' '.join(args)} (already measured rows are skipped)")
+                t0 = time.perf_counter()
+                try:
+                    code = self.runner(args + self._tail())
+                except DefectoptError as exc:
+                    raise DefectoptError(f"pipeline step '{name}' failed: {exc}") from None
+                if code:
+                    # a model that cannot run on this backend is reported by bench; the others are measured
+                    self.echo(f"! {name}: some runs failed (exit code {code}); continuing with what was measured")
+                    self.steps.append(StepResult(name, "failed", [], time.perf_counter() - t0, f"exit code {code}"))
+                else:
+                    self.steps.append(StepResult(name, "ran", [], time.perf_counter() - t0))
+                    self.echo(f"✓ {name} in {time.perf_counter() - t0:.0f} s")
+
+    def outputs(self, dataset: str) -> dict[str, Path]:
+        from defectopt.report import markdown, plots, table
+
+        rep = self.cfg["report"]
+        out_dir = Path(self.cfg["study"]["out"])
+        frame = table.load_table(self.store, ids=self.model_ids)
+        outputs: dict[str, Path] = {}
+        if frame.empty:
+            self.echo("nothing was benchmarked: no table, plot or report")
+            return outputs
+        from defectopt.report.pareto import pareto_mask
+
+        marked = frame.assign(pareto=pareto_mask(frame, *rep["pareto"]))
+        outputs["table_md"] = table.write_atomic(out_dir / "table.md", table.render(marked, "md", mark=True))
+        outputs["table_csv"] = table.write_atomic(out_dir / "table.csv", table.render(marked, "csv", mark=True))
+        for device, part in frame.groupby("device"):
+            png = out_dir / f"pareto-{device}.png"
+            try:
+                outputs[f"plot_{device}"] = plots.write_tradeoff_plot(
+                    part, rep["plot_x"], rep["plot_y"], png, title=f"{self.cfg['study']['name']}: {dataset} on {device}")
+            except DefectoptError as exc:
+                self.echo(f"! plot on {device}: {exc}")
+        report = markdown.build_report(self.store, out_dir / "report.md", ids=self.model_ids,
+                                       min_recall=rep["min_recall"], by=rep["by"],
+                                       title=f"defectopt study '{self.cfg['study']['name']}'")
+        outputs["report"] = report.path
+        self.frame = marked
+        return outputs
+
+
+def run_pipeline(store: Store, config: str | Path | dict[str, Any] | None = None, *, origin: str = "config",
+                 quiet: bool = False, echo: Callable[[str], None] = print,
+                 runner: Callable[[list[str]], int] = run_command) -> PipelineResult:
+    """Run a study: `config` is a path, a bundled name, None (the bundled default) or a loaded config."""
+    if isinstance(config, dict):
+        cfg = config
+    else:
+        cfg, origin = load_config(config)
+    study = Study(store, cfg, origin=origin, quiet=quiet, echo=echo, runner=runner)
+    result = study.run()
+    result.frame = study.frame
+    return result

@@ -1,0 +1,167 @@
+"""`defectopt report`: the study as one Markdown file with its plots (PNG) beside it.
+
+Sections: the host fingerprint(s), then per dataset and device the tradeoff table with the
+Pareto frontier (recall vs latency) marked, recall-vs-latency and recall-vs-size plots, the
+`--min-recall` answer when asked, and the per-technique deltas against the parent with
+McNemar's paired p-values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from defectopt.errors import DefectoptError
+from defectopt.report import plots, table
+from defectopt.report.pareto import pareto_mask, select_min_recall
+from defectopt.store.db import Store
+
+ALPHA = 0.05  # significance level used for the verdict words; the p-value is always shown
+
+HOST_KEYS = ("cpu", "cpu_model", "physical_cores", "logical_cores", "cores", "isa", "flags", "gpu", "gpu_name",
+             "torch", "onnxruntime", "openvino", "timm", "platform", "python", "hash", "host_hash")
+
+
+@dataclass
+class ReportResult:
+    path: Path
+    plots: list[Path] = field(default_factory=list)
+    rows: int = 0
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "x"
+
+
+def _host_section(hosts: list[dict]) -> list[str]:
+    if not hosts:
+        return ["_No host fingerprint recorded._", ""]
+    lines = []
+    for i, host in enumerate(hosts[:4], 1):
+        lines.append(f"**Host {i}** (device `{host.get('device')}`)")
+        lines.append("")
+        lines.append("| key | value |")
+        lines.append("|---|---|")
+        keys = [k for k in HOST_KEYS if k in host] + sorted(k for k in host if k not in HOST_KEYS and k != "device")
+        for k in keys:
+            v = host[k]
+            if isinstance(v, (list, tuple)):
+                v = ", ".join(map(str, v))
+            elif isinstance(v, dict):
+                v = ", ".join(f"{a}={b}" for a, b in v.items())
+            lines.append(f"| {k} | {str(v).replace('|', '/')} |")
+        lines.append("")
+    return lines
+
+
+def parent_ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per child row: its parent's latency and size on the same device (same backend and
+    dtype when the parent was run that way, else the parent in torch eager) over the child's.
+    Where bench measured the ratio interleaved in one process (--vs-parent) that figure is used."""
+    out = frame.copy()
+    lat, size = [], []
+    for _, row in frame.iterrows():
+        par = frame[(frame["id"] == row["parent_id"]) & (frame["device"] == row["device"])]
+        same = par[(par["backend"] == row["backend"]) & (par["threads"] == row["threads"])]
+        ref = same if len(same) else par[(par["backend"] == "torch") & (par["threads"] == row["threads"])]
+        if pd.notna(row.get("speedup_vs_parent")):
+            lat.append(row["speedup_vs_parent"])  # bench --vs-parent: timed interleaved, the trustworthy ratio
+        elif len(ref) and pd.notna(row["latency_ms"]) and pd.notna(ref.iloc[0]["latency_ms"]) and row["latency_ms"]:
+            lat.append(ref.iloc[0]["latency_ms"] / row["latency_ms"])
+        else:
+            lat.append(None)
+        if len(par) and pd.notna(row["size_mb"]) and pd.notna(par.iloc[0]["size_mb"]) and row["size_mb"]:
+            size.append(par.iloc[0]["size_mb"] / row["size_mb"])
+        else:
+            size.append(None)
+    out["latency_ratio_vs_parent"] = pd.Series(lat, index=frame.index, dtype="float64")
+    out["smaller_vs_parent"] = pd.Series(size, index=frame.index, dtype="float64")
+    return out
+
+
+def verdict(delta, p) -> str:
+    if pd.isna(delta):
+        return ""
+    if pd.isna(p):
+        return "no paired test (decisions not stored)"
+    if p >= ALPHA:
+        return "no significant change"
+    return "significant loss" if delta < 0 else "significant gain"
+
+
+def deltas_section(frame: pd.DataFrame) -> list[str]:
+    children = parent_ratios(frame)
+    children = children[children["parent_id"].notna()]
+    if children.empty:
+        return ["_No derived models (nothing with a parent) were benchmarked._", ""]
+    lines = [
+        "| technique | lineage | id ← parent | device/backend | recall | Δrecall vs parent | McNemar b/c | p | verdict | speedup vs parent | smaller vs parent |",
+        "|---|---|---:|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for tech, group in children.groupby(children["technique"].fillna("?"), sort=True):
+        for _, r in group.iterrows():
+            bc = f"{r['mcnemar_b']}/{r['mcnemar_c']}" if pd.notna(r.get("mcnemar_b")) else ""
+            p = table.format_p(r.get("p_vs_parent")).removeprefix("p=").removeprefix("p")
+            lines.append(
+                f"| {tech} | {r['lineage']} | {int(r['id'])} ← {int(r['parent_id'])} | {r['device']}/{r['backend']} "
+                f"| {'' if pd.isna(r['recall']) else f'{r.recall:.3f}'} "
+                f"| {'' if pd.isna(r['drecall_vs_parent']) else f'{r.drecall_vs_parent:+.3f}'} | {bc} | {p} "
+                f"| {verdict(r['drecall_vs_parent'], r.get('p_vs_parent'))} "
+                f"| {'' if pd.isna(r['latency_ratio_vs_parent']) else f'{r.latency_ratio_vs_parent:.2f}×'} "
+                f"| {'' if pd.isna(r['smaller_vs_parent']) else f'{r.smaller_vs_parent:.2f}×'} |"
+            )
+    lines += ["", f"McNemar's paired test on the same test images (exact binomial below 25 discordant images, "
+              f"else chi-square with continuity correction); verdicts at α = {ALPHA}. b = images the parent "
+              "got right and the child missed, c = the reverse (binary tasks: defect images only).", ""]
+    return lines
+
+
+def build_report(store: Store, out: Path, *, device: str | None = None, dataset: str | None = None,
+                 ids: list[int] | None = None, min_recall: float | None = None, by: str = "latency", title: str = "defectopt study") -> ReportResult:
+    from defectopt.store.queries import host_fingerprints
+
+    out = Path(out)
+    if out.suffix.lower() != ".md":
+        raise DefectoptError(f"report output must be a .md file, got {out}")
+    frame = table.load_table(store, device=device, dataset=dataset, ids=ids)
+    result = ReportResult(path=out, rows=len(frame))
+    lines = [f"# {title}", "",
+             f"Generated {dt.datetime.now().isoformat(timespec='seconds')} from `{store.path}` "
+             f"({len(frame)} benchmarked rows, {frame['id'].nunique() if len(frame) else 0} models).", ""]
+    if frame.empty:
+        lines += ["_Nothing has been benchmarked yet: run `defectopt bench`._", ""]
+    lines += ["## Hosts", ""] + _host_section(host_fingerprints(store, frame["id"].tolist() if len(frame) else None))
+    for (ds_name, dev), part in frame.groupby([frame["dataset"].fillna("?"), "device"], sort=True):
+        part = part.assign(pareto=pareto_mask(part, "recall", "latency"))
+        lines += [f"## {ds_name} on {dev}", "", "### Tradeoff table", "",
+                  "★ = on the recall-vs-latency Pareto frontier (nothing else is both at least as fast and at least as accurate).", "",
+                  table.to_markdown(part, mark=True)]
+        if min_recall is not None:
+            try:
+                choice = select_min_recall(part, min_recall, by=by)
+                r = choice.row
+                lines += [f"**Fastest model with recall CI lower bound ≥ {min_recall:g}** (by {choice.by}, "
+                          f"{choice.qualified} qualified): model {int(r['id'])} `{r['lineage']}` on {r['backend']} — "
+                          f"recall {r['recall']:.3f} [{r['recall_ci_low']:.3f}, {r['recall_ci_high']:.3f}], "
+                          f"{r['latency_ms']:.3g} ms, {r['size_mb']:.3g} MB.", ""]
+            except DefectoptError as exc:
+                lines += [f"**Recall budget {min_recall:g}:** {exc}", ""]
+        for x, y in (("latency", "recall"), ("size", "recall")):
+            png = out.with_name(f"{out.stem}-{_slug(ds_name)}-{_slug(dev)}-{y}-vs-{x}.png")
+            try:
+                plots.write_tradeoff_plot(part, x, y, png, title=f"{ds_name} on {dev}: {y} vs {x}")
+            except DefectoptError as exc:
+                lines += [f"_Plot {y} vs {x}: {exc}_", ""]
+                continue
+            result.plots.append(png)
+            lines += [f"![{y} vs {x}, {ds_name} on {dev}]({png.name})", ""]
+        lines += ["### Deltas per technique", ""] + deltas_section(part)
+    lines += ["## Columns", "", "Every column comes from the `tradeoff` SQL view "
+              "(`sqlite3 DB 'select * from tradeoff'`); speedups in this table are ratios of latencies "
+              "measured in separate runs — `defectopt bench` measures head-to-head ratios interleaved in one run.", ""]
+    table.write_atomic(out, "\n".join(lines))
+    return result

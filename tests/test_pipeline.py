@@ -1,0 +1,183 @@
+"""`defectopt pipeline`: config loading, step keys and resuming, and a real minimal study."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from defectopt.errors import DefectoptError
+from defectopt.pipeline import BUNDLED, STEP_KEY, Study, load_config, option_args, step_key, validate_config
+from fixtures.clihelp import assert_user_error, run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bundled_configs_load_and_top_level_copies_match():
+    for name in BUNDLED:
+        cfg, origin = load_config(None if name == "default" else name)
+        assert cfg["study"]["data"] and cfg["teacher"]["model"]
+        bundled = (REPO / "src" / "defectopt" / "configs" / f"{name}.toml").read_text()
+        assert (REPO / "configs" / f"{name}.toml").read_text() == bundled, f"configs/{name}.toml drifted from the bundled copy"
+    default, _ = load_config(None)
+    assert default["study"]["pretrained"] is False  # the offline-safe default
+    assert default["study"]["data"].startswith("synthetic")
+
+
+def test_config_errors_are_one_line_user_errors(tmp_path, db_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[study]\ndata = "synthetic:80"\n[teacher]\nmodel = "test_resnet"\nepochs = 1\nepoch = 2\n')
+    assert_user_error(run_cli(["pipeline", str(bad)]), "unknown key(s) epoch in [teacher]")
+    bad.write_text('[study]\ndata = "synthetic:80"\n')
+    assert_user_error(run_cli(["pipeline", str(bad)]), "[teacher] model")
+    bad.write_text('[study\n')
+    assert_user_error(run_cli(["pipeline", str(bad)]), "not valid TOML")
+    bad.write_text('[study]\ndata = "synthetic:80"\n[teacher]\nmodel = "x"\n[prune]\nfrom = ["students2"]\n')
+    assert_user_error(run_cli(["pipeline", str(bad)]), "from")
+    assert_user_error(run_cli(["pipeline", str(tmp_path / "missing.toml")]), "not found")
+    assert not db_path.exists()  # nothing was opened or written
+
+
+def test_show_config_prints_the_bundled_default():
+    res = run_cli(["pipeline", "--show-config"])
+    assert res.code == 0 and 'data = "synthetic:400"' in res.stdout
+
+
+def test_option_args():
+    assert option_args({"weight-decay": 0.01, "augment": False, "freeze_backbone": True, "x": None, "ids": [1, 2]}) == [
+        "--weight-decay", "0.01", "--no-augment", "--freeze-backbone", "--ids", "1,2"]
+
+
+def test_step_key_depends_on_the_command_only():
+    a = step_key("teacher", ["finetune-teacher", "--model", "a"])
+    assert a == step_key("teacher", ["finetune-teacher", "--model", "a"]) and a.endswith(":teacher")
+    assert a != step_key("teacher", ["finetune-teacher", "--model", "b"])
+
+
+def minimal_config(tmp_path: Path, **over) -> Path:
+    text = f"""
+[study]
+name = "mini"
+data = "synthetic:80"
+img_size = 32
+device = "cpu"
+out = "{(tmp_path / 'out').as_posix()}"
+
+[teacher]
+model = "test_resnet"
+epochs = 1
+batch_size = 16
+
+[[students]]
+model = "test_vit"
+alphas = [0.5, 0.0]
+epochs = 1
+batch_size = 16
+
+[prune]
+from = ["kd"]
+ratios = [0.5]
+finetune_epochs = {over.get("finetune_epochs", 1)}
+
+[quantize]
+from = ["prune"]
+methods = ["dynamic"]
+
+[bench]
+devices = ["cpu"]
+batch_sizes = [1]
+quick = true
+options = {{ memory = false, roofline = false, bootstrap = 50 }}
+
+[report]
+min_recall = 0.0
+"""
+    path = tmp_path / "mini.toml"
+    path.write_text(text)
+    return path
+
+
+class FakeCommands:
+    """Stands in for the real commands: each model-producing call registers one ready model."""
+
+    def __init__(self, store):
+        self.store, self.calls = store, []
+
+    def __call__(self, args):
+        from conftest import make_ready_model
+
+        self.calls.append(args[0])
+        if args[0] != "bench":
+            parent = int(args[args.index("--id") + 1]) if "--id" in args else (
+                int(args[args.index("--teacher") + 1]) if "--teacher" in args else None)
+            make_ready_model(self.store, "test_resnet", parent_id=parent, technique=args[0])
+        return 0
+
+
+def test_rerun_skips_finished_steps_and_resumes_after_a_failure(store, tmp_path):
+    cfg = load_config(minimal_config(tmp_path))[0]
+    fake = FakeCommands(store)
+    first = Study(store, cfg, echo=lambda _: None, runner=fake).run()
+    assert fake.calls == ["finetune-teacher", "distill", "distill", "prune", "quantize", "bench"]
+    assert len(first.model_ids) == 5
+    fake.calls.clear()
+    again = Study(store, cfg, echo=lambda _: None, runner=fake).run()
+    assert fake.calls == ["bench"]  # bench itself skips what is measured
+    assert again.model_ids == first.model_ids
+    assert all(s.status == "skipped" for s in again.steps if not s.name.startswith("bench"))
+    # a changed prune ratio re-runs prune and what depends on it, nothing above
+    cfg2 = validate_config({**load_tomllib(minimal_config(tmp_path)), "prune": {"from": ["kd"], "ratios": [0.25]}})
+    fake.calls.clear()
+    Study(store, cfg2, echo=lambda _: None, runner=fake).run()
+    assert fake.calls == ["prune", "quantize", "bench"]
+
+    def failing(args):
+        if args[0] == "quantize":
+            raise DefectoptError("boom")
+        return fake(args)
+
+    cfg3 = validate_config({**load_tomllib(minimal_config(tmp_path)), "prune": {"from": ["kd"], "ratios": [0.75]}})
+    fake.calls.clear()
+    with pytest.raises(DefectoptError, match="pipeline step 'quantize model .* dynamic' failed: boom"):
+        Study(store, cfg3, echo=lambda _: None, runner=failing).run()
+    assert fake.calls == ["prune"]
+    fake.calls.clear()
+    Study(store, cfg3, echo=lambda _: None, runner=fake).run()
+    assert fake.calls == ["quantize", "bench"]  # resumed: the prune step is not redone
+
+
+def load_tomllib(path):
+    import tomllib
+
+    return tomllib.loads(Path(path).read_text())
+
+
+@pytest.mark.slow
+def test_real_minimal_pipeline_reruns_without_redoing_steps(db_path, tmp_path):
+    from defectopt.store.db import open_store, table_counts
+
+    cfg = minimal_config(tmp_path)
+    first = run_cli(["pipeline", str(cfg), "--quiet"])
+    assert first.code == 0, first.stdout[-3000:] + first.stderr
+    out = " ".join(first.stdout.split())
+    assert "Pareto frontier" in out and "test_resnet" in out
+    report = tmp_path / "out" / "report.md"
+    assert report.is_file() and (tmp_path / "out" / "pareto-cpu.png").is_file()
+    text = report.read_text()
+    assert "test_resnet → test_vit[KD α0.5] → prune0.5" in text and "### Deltas per technique" in text
+    store = open_store(db_path)
+    counts = table_counts(store)
+    from sqlalchemy import select
+
+    from defectopt.store.schema import Model
+
+    with store.session() as s:
+        tags = [m.config.get(STEP_KEY) for m in s.scalars(select(Model).where(Model.status == "ready"))]
+    assert len(tags) >= 5 and all(tags)
+
+    second = run_cli(["pipeline", str(cfg), "--quiet"])
+    assert second.code == 0, second.stdout[-3000:] + second.stderr
+    assert len(re.findall(r"skipped, already done", second.stdout)) == 5
+    assert table_counts(store)["models"] == counts["models"]
+    assert table_counts(store)["measurements"] == counts["measurements"]
