@@ -280,6 +280,8 @@ def task_report(test_logits: np.ndarray, test_labels: np.ndarray, *, task: str, 
         for key in ("recall_ci_low", "recall_ci_high", "fnr_ci_low", "fnr_ci_high"):
             extra[key] = dict(ci_info)
         extra["recall"] = {**extra["recall"], "ci95": list(ci)}
+    # per-image decisions on the test split (manifest order): what report.stats pairs for McNemar
+    extra["recall"] = {**extra["recall"], "decisions": [int(d) for d in decisions], "labels": [int(y) for y in labels]}
     for name, (rec, count) in recall_per_type(labels, decisions, list(test_types or [""] * n), task, class_names).items():
         values[f"recall_type:{name}"] = rec
         extra[f"recall_type:{name}"] = {"type": name, "n": count}

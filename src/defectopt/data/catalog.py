@@ -53,7 +53,7 @@ def _info(row: Dataset) -> DatasetInfo:
 
 def _scan(spec: DatasetSpec, store: Store):
     if spec.kind == "synthetic":
-        out = store.generated_data_root / f"synthetic-{spec.n}"
+        out = store.generated_data_root / f"synthetic-v{synthetic.GENERATOR_VERSION}-{spec.n}"
         synthetic.generate(out, n=spec.n, seed=0)
         scanned = SCANNERS["mvtec"](out / "surface")
         scanned.kind = "synthetic"

@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image
 
 DEFECT_TYPES = ("scratch", "spot", "crack", "stain")
+# Bump when the images change: generated folders are cached by (version, N).
+GENERATOR_VERSION = 2
 DEFECT_FRACTION = 0.4  # 40 % defects, 10 % per type: imbalanced like real inspection data
 
 
@@ -54,29 +56,29 @@ def _add_defect(img: np.ndarray, kind: str, rng: np.random.Generator) -> None:
     if kind == "scratch":
         x0, y0 = rng.uniform(0.1, 0.9, 2) * size
         ang, length = rng.uniform(0, np.pi), rng.uniform(0.15, 0.5) * size
-        _draw_line(img, x0, y0, x0 + np.cos(ang) * length, y0 + np.sin(ang) * length, _contrast(rng, 0.12, 0.35), int(rng.integers(1, 3)))
+        _draw_line(img, x0, y0, x0 + np.cos(ang) * length, y0 + np.sin(ang) * length, _contrast(rng, 0.2, 0.45), int(rng.integers(2, 4)))
     elif kind == "spot":
         cx, cy = rng.uniform(0.15, 0.85, 2) * size
-        r = rng.uniform(0.02, 0.07) * size
+        r = rng.uniform(0.03, 0.08) * size
         yy, xx = np.mgrid[0:size, 0:size]
         d = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
-        img += _contrast(rng, 0.15, 0.4) * np.clip(1.5 - d / r, 0, 1)
+        img += _contrast(rng, 0.2, 0.45) * np.clip(1.5 - d / r, 0, 1)
     elif kind == "crack":
         x, y = rng.uniform(0.2, 0.8, 2) * size
         ang = rng.uniform(0, 2 * np.pi)
-        value = -abs(_contrast(rng, 0.12, 0.3))
+        value = -abs(_contrast(rng, 0.2, 0.4))
         for _ in range(int(rng.integers(6, 14))):
             ang += rng.normal(0, 0.6)
             step = rng.uniform(0.02, 0.06) * size
             nx, ny = np.clip(x + np.cos(ang) * step, 0, size - 1), np.clip(y + np.sin(ang) * step, 0, size - 1)
-            _draw_line(img, x, y, nx, ny, value, 1)
+            _draw_line(img, x, y, nx, ny, value, 2)
             x, y = nx, ny
     elif kind == "stain":
         cx, cy = rng.uniform(0.2, 0.8, 2) * size
         rx, ry = rng.uniform(0.08, 0.22, 2) * size
         yy, xx = np.mgrid[0:size, 0:size]
         blob = np.exp(-(((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2))
-        img += _contrast(rng, 0.08, 0.2) * blob
+        img += _contrast(rng, 0.15, 0.3) * blob
     else:
         raise ValueError(kind)
 
