@@ -179,6 +179,15 @@ def _echo_main(echo: Echo) -> Echo:
     return out
 
 
+def _resume_request(store, req: RunRequest, resume_id: int, command: str) -> RunRequest:
+    """The stored request of run `resume_id`, keeping this invocation's device/quiet/workers
+    (where and how to run may change on resume; what to train may not)."""
+    device, quiet, workers = req.train.device, req.train.quiet, req.train.num_workers
+    stored = from_main(lambda: _reopen_for_resume(store, resume_id, command))
+    stored.train.device, stored.train.quiet, stored.train.num_workers = device, quiet, workers
+    return stored
+
+
 def finetune_teacher(store, req: RunRequest, *, resume_id: int | None = None, on_step: StepHook | None = None,
                      echo: Echo = print) -> RunOutcome:
     """Fine-tune (or train from scratch / linear-probe) a registry alias on a dataset."""
@@ -191,9 +200,7 @@ def finetune_teacher(store, req: RunRequest, *, resume_id: int | None = None, on
     ctx = context(req.train.device)
     echo = _echo_main(echo)
     if resume_id is not None:
-        device, quiet, workers = req.train.device, req.train.quiet, req.train.num_workers
-        req = from_main(lambda: _reopen_for_resume(store, resume_id, FINETUNE))
-        req.train.device, req.train.quiet, req.train.num_workers = device, quiet, workers
+        req = _resume_request(store, req, resume_id, FINETUNE)
     spec = get(req.model)
     req.model = spec.alias
     req.img_size = req.img_size or 224
@@ -263,9 +270,7 @@ def distill(store, req: RunRequest, *, resume_id: int | None = None, on_step: St
     ctx = context(req.train.device)
     echo = _echo_main(echo)
     if resume_id is not None:
-        device, quiet, workers = req.train.device, req.train.quiet, req.train.num_workers
-        req = from_main(lambda: _reopen_for_resume(store, resume_id, DISTILL))
-        req.train.device, req.train.quiet, req.train.num_workers = device, quiet, workers
+        req = _resume_request(store, req, resume_id, DISTILL)
     spec = get(req.model)
     req.model = spec.alias
     teacher_art, dataset = from_main(lambda: _resolve_teacher(store, req))
