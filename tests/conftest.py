@@ -13,8 +13,9 @@ import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-# Two cores: keep torch from oversubscribing when tests spawn subprocesses.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Two cores: tests spawn subprocesses (DDP, memory probes, SIGKILL cases); one thread each
+# avoids oversubscription, and tiny test models gain nothing from a second thread.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

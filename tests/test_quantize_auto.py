@@ -62,8 +62,10 @@ def test_auto_with_an_impossible_budget_chooses_nothing_but_records_the_path(sto
     calls = []
     monkeypatch.setattr(auto.qat, "run", lambda *a, **k: calls.append("qat") or auto.static.run(
         a[0], a[1], backend="onnxruntime", calib=k["calib"]))
+    # no attempt can meet the budget (a negative budget is refused up front as a user error)
+    monkeypatch.setattr(auto, "within_budget", lambda result, max_recall_drop: False)
     out = quantize_model(store, str(parent_id), QuantizeOptions(method="auto", backend="onnxruntime", calib_images=8,
-                                                                max_recall_drop=-1.0))
+                                                                max_recall_drop=0.0))
     assert out.chosen is None and calls == ["qat"] and len(out.results) == 3
 
 
