@@ -33,6 +33,19 @@ def db_path(tmp_path, monkeypatch, data_cache) -> Path:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for tests that run real-size models: on a shared 2-core box, 2 OpenMP
+    threads spin at every op's barrier while the other core is busy (eager forwards measured 10x
+    slower); results are identical."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def store(db_path):
     from defectopt.store.db import open_store
 

@@ -20,14 +20,7 @@ from defectopt.store.schema import Model, TrainEpoch
 NO_FT = PruneOptions(finetune_epochs=0)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core box, 2 OpenMP threads spin at every op's barrier
-    while the other core is busy (eager forwards measured 10x slower); results are identical."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _x(img: int, n: int = 2) -> torch.Tensor:

@@ -16,14 +16,7 @@ from defectopt.models.factory import create
 IMG = 64
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core box, 2 OpenMP threads spin at every op's barrier
-    while the other core is busy (eager forwards measured 10x slower); results are identical."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("alias", ["vit_t16", "vit_s16", "convnext_tiny", "efficientnet_b0", "mobilevit_s"])
