@@ -62,10 +62,11 @@ def openvino_call(compiled, x: np.ndarray):
     return lambda: request.infer({0: x})
 
 
-def compile_openvino(ov_model_or_path, threads: int):
+def compile_openvino(ov_model_or_path, threads: int, img: int):
     from defectopt.bench.runners.openvino_runner import compile_ir
 
-    return compile_ir(ov_model_or_path, threads=threads, inference_precision="fp32")
+    # static batch-1 shape, as the OpenVINO runner compiles it
+    return compile_ir(ov_model_or_path, threads=threads, inference_precision="fp32", shape=(1, 3, img, img))
 
 
 def int8_openvino(model: torch.nn.Module, alias: str, img: int, folder: Path, n_calib: int):
@@ -138,14 +139,14 @@ def bench_one(alias: str, args) -> dict:
         (tmp / "pruned").mkdir()
         xn = x.numpy()
         compiled = {
-            "unpruned": compile_openvino(export_openvino(base, img, tmp / "base"), threads),
-            "pruned": compile_openvino(export_openvino(pruned, img, tmp / "pruned"), threads),
+            "unpruned": compile_openvino(export_openvino(base, img, tmp / "base"), threads, img),
+            "pruned": compile_openvino(export_openvino(pruned, img, tmp / "pruned"), threads, img),
         }
         if args.int8:
             (tmp / "base8").mkdir()
             (tmp / "pruned8").mkdir()
-            compiled["unpruned_int8"] = compile_openvino(int8_openvino(base, alias, img, tmp / "base8", args.calib), threads)
-            compiled["pruned_int8"] = compile_openvino(int8_openvino(pruned, alias, img, tmp / "pruned8", args.calib), threads)
+            compiled["unpruned_int8"] = compile_openvino(int8_openvino(base, alias, img, tmp / "base8", args.calib), threads, img)
+            compiled["pruned_int8"] = compile_openvino(int8_openvino(pruned, alias, img, tmp / "pruned8", args.calib), threads, img)
         calls = {name: openvino_call(c, xn) for name, c in compiled.items()}
         res = compare_interleaved(calls, cfg=cfg)
     out["openvino"] = {"pruned": ratio_line(res, "unpruned", "pruned"), "timing": res.to_dict()}

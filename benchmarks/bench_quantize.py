@@ -6,6 +6,8 @@ the exact code paths `defectopt quantize` uses build:
   * ONNX Runtime: FP32  vs  static QDQ INT8 (per-channel; weight MatMul/Gemm
                   only for transformers)                                      [static --backend onnxruntime]
   * OpenVINO:     FP32, BF16 hint, NNCF INT8 (FP32 hint), NNCF INT8 + BF16    [static / bf16]
+                  (compiled for the static batch-1 shape, as the runner does)
+PT2E (torchao + torch.compile) is not here: see benchmarks/check_pt2e.py for why.
 All candidates of one architecture are timed interleaved in one process (bench.timing's
 compare_interleaved: warm-up until stable, rotating blocks A B C.., median of per-round
 ratios), batch 1, fixed threads. Speedups are only computed within that comparison.
@@ -137,7 +139,8 @@ def bench_model(alias: str, args) -> dict:
                                ("ov-int8-nncf", "ov8", "fp32"), ("ov-int8-nncf+bf16", "ov8", "bf16")):
         if hint == "bf16" and args.no_bf16:
             continue
-        compiled = compile_ir(tmp / folder / "model.xml", threads=args.threads, inference_precision=hint)
+        compiled = compile_ir(tmp / folder / "model.xml", threads=args.threads, inference_precision=hint,
+                              shape=(1, 3, args.img_size, args.img_size))  # as the runner compiles it
         req = compiled.create_infer_request()
         candidates[name] = (lambda r: (lambda: r.infer({0: x1})))(req)
         fidelity_logits[name] = np.concatenate([np.asarray(req.infer({0: held_out[i : i + 1]})[compiled.output(0)])

@@ -68,7 +68,7 @@ def direct_call(runner, batch):
         session, name = runner.session, runner.input_name
         return lambda: session.run(None, {name: batch})
     if runner.backend == "openvino":
-        request = runner.request
+        _, request = runner.compiled_for(tuple(batch.shape))
         return lambda: request.infer({0: batch})
     raise SystemExit(f"no direct timing for backend {runner.backend}")
 

@@ -77,9 +77,9 @@ def test_dynamic_int8_reloads_by_id_with_identical_outputs(store, synthetic):
 
 
 def test_static_openvino_reload_matches_the_model_before_saving(store, synthetic, monkeypatch):
-    import openvino as ov
-
+    from defectopt.bench.runners.openvino_runner import compile_ir
     from defectopt.compress.quantize import static
+    from defectopt.compress.quantize.half import cpu_has_bf16
 
     captured = {}
     real_save = static.save_openvino
@@ -93,11 +93,13 @@ def test_static_openvino_reload_matches_the_model_before_saving(store, synthetic
     out = quantize_model(store, str(parent_id), QuantizeOptions(method="static", calib_images=CALIB))
     (res,) = out.results
     art = load_artifact(store, res.model_id)
-    assert art.format == "openvino" and art.meta["precision"] == "int8" and art.meta["inference_precision"] == "fp32"
-    assert res.label == "int8-static-ov" and res.fidelity["backend"] == "openvino"
+    # default --float-precision auto: the float rest of the INT8 model runs in BF16 where the CPU can
+    hint = "bf16" if cpu_has_bf16() else "fp32"
+    assert art.format == "openvino" and art.meta["precision"] == "int8" and art.meta["inference_precision"] == hint
+    assert res.label == "int8-static-ov" + ("+bf16" if hint == "bf16" else "") and res.fidelity["backend"] == "openvino"
     _assert_int8_close(res.fidelity)
     x = _batch()
-    compiled = ov.Core().compile_model(captured["model"], "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = compile_ir(captured["model"], inference_precision=hint, shape=x.shape)
     expected = np.asarray(compiled(x)[0])
     _, got = _run_by_id(store, res.model_id, x)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
@@ -170,6 +172,19 @@ def test_fp16_on_cpu_and_inapplicable_backends_are_refused_with_one_line(store, 
     with pytest.raises(DefectoptError, match="--method static"):
         quantize_model(store, str(parent_id), QuantizeOptions(method="dynamic", backend="openvino"))
     assert _model_count(store) == before  # refused before any row was written
+
+
+def test_pt2e_and_fx_refusals_name_the_reason_and_the_backend_to_use():
+    from defectopt.compress.quantize import static
+
+    with pytest.raises(DefectoptError, match="far slower than FP32 on mobilevit_s.*--backend openvino"):
+        static.refuse_backend("pt2e", "mobilevit", "mobilevit_s")
+    with pytest.raises(DefectoptError, match="check_pt2e.py.*--backend openvino"):
+        static.refuse_backend("pt2e", "convnext", "convnext_tiny")
+    with pytest.raises(DefectoptError, match="cannot trace mobilevit_s"):
+        static.refuse_backend("fx", "mobilevit", "mobilevit_s")
+    with pytest.raises(DefectoptError, match="without pickle.*--backend openvino"):
+        static.refuse_backend("fx", "convnext", "convnext_tiny")
 
 
 def test_dynamic_on_a_cnn_says_it_only_quantizes_linear_layers(store, synthetic):

@@ -25,7 +25,7 @@ def quantize_cmd(
     keep_fp: Annotated[Optional[str], typer.Option("--keep-fp", help="Leave layers in float: N (the N most sensitive; needs --sensitivity) or NAME,... (e.g. blocks.0,head).")] = None,
     max_recall_drop: Annotated[float, typer.Option("--max-recall-drop", help="auto: the val defect-recall drop allowed versus the parent.")] = 0.01,
     max_keep_fp: Annotated[int, typer.Option("--max-keep-fp", help="auto: at most this many layer groups kept in float.")] = 3,
-    float_precision: Annotated[str, typer.Option("--float-precision", help="OpenVINO INT8: precision hint of the remaining float math (fp32|bf16), recorded.")] = "fp32",
+    float_precision: Annotated[str, typer.Option("--float-precision", help="OpenVINO INT8: precision of the remaining float math: auto (bf16 on AVX512-BF16/AMX CPUs, else fp32) | fp32 | bf16; recorded.")] = "auto",
     device: Annotated[str, typer.Option("--device", help="cpu | cuda (fp16 needs cuda).")] = "cpu",
     epochs: Annotated[int, typer.Option("--epochs", help="qat/auto: fine-tuning epochs with fake quantization.")] = 3,
     lr: Annotated[float, typer.Option("--lr", help="qat/auto: learning rate.")] = 1e-4,

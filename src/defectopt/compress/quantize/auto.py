@@ -34,7 +34,8 @@ def within_budget(result: Result, max_recall_drop: float) -> bool:
 
 
 def run(store: Store, parent: Parent, *, calib: list[np.ndarray], max_recall_drop: float, backend: str = "openvino",
-        qat_cfg: qat.QATConfig, max_keep_fp: int = 3, device: str = "cpu", log=print) -> AutoOutcome:
+        qat_cfg: qat.QATConfig, max_keep_fp: int = 3, device: str = "cpu", log=print,
+        float_precision: str = "fp32") -> AutoOutcome:
     out = AutoOutcome()
     backend = "openvino" if backend == "auto" else backend
 
@@ -47,15 +48,17 @@ def run(store: Store, parent: Parent, *, calib: list[np.ndarray], max_recall_dro
             f"{result.fidelity['recall_drop']:+.4f} (budget {max_recall_drop:g}) {'ok' if ok else 'over budget'}")
         return ok
 
-    if record(static.run(store, parent, backend=backend, calib=calib, device=device), "ptq"):
+    if record(static.run(store, parent, backend=backend, calib=calib, device=device, float_precision=float_precision),
+              "ptq"):
         return _choose(store, out, out.attempts[-1])
     out.sensitivity = sensitivity.analyse(store, parent, method="static", backend=backend, calib=calib)
     harmful = [r["layer"] for r in out.sensitivity if r["recall_drop"] > 0]
     keep = (harmful or [r["layer"] for r in out.sensitivity[:1]])[:max(1, max_keep_fp)]
-    if keep and record(static.run(store, parent, backend=backend, calib=calib, keep_fp=keep, device=device),
+    if keep and record(static.run(store, parent, backend=backend, calib=calib, keep_fp=keep, device=device,
+                                  float_precision=float_precision),
                        f"mixed-precision (keep {', '.join(keep)} float)"):
         return _choose(store, out, out.attempts[-1])
-    if record(qat.run(store, parent, calib=calib, cfg=qat_cfg, device=device), "qat"):
+    if record(qat.run(store, parent, calib=calib, cfg=qat_cfg, device=device, float_precision=float_precision), "qat"):
         return _choose(store, out, out.attempts[-1])
     log(f"auto: no attempt met the recall budget {max_recall_drop:g}; nothing chosen (see the attempts above)")
     return out

@@ -59,7 +59,7 @@ def fake_quant_model(parent: Parent, calib: list[np.ndarray], keep_fp: list[str]
 
 
 def run(store: Store, parent: Parent, *, calib: list[np.ndarray], cfg: QATConfig, keep_fp: list[str] | None = None,
-        device: str = "cpu", backend: str = "openvino") -> Result:
+        device: str = "cpu", backend: str = "openvino", float_precision: str = "fp32") -> Result:
     import openvino as ov
     import torch
 
@@ -77,7 +77,8 @@ def run(store: Store, parent: Parent, *, calib: list[np.ndarray], cfg: QATConfig
         teacher = artifacts.load_torch_model(t_art).eval()
         teacher_cfg = artifacts.data_config(t_art)
     params = {"calib_images": len(calib), "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
-              "kd_from": cfg.kd_from, "alpha": cfg.alpha if teacher is not None else 0.0, "inference_precision": "fp32"}
+              "kd_from": cfg.kd_from, "alpha": cfg.alpha if teacher is not None else 0.0,
+              "inference_precision": float_precision}
     label = make_label("int8", "qat", "openvino", keep_fp)
     model_id = begin_child(store, parent, method="qat",
                            params={**params, "backend": "openvino", "precision": "int8", "label": label,
@@ -101,7 +102,7 @@ def run(store: Store, parent: Parent, *, calib: list[np.ndarray], cfg: QATConfig
 
     def write(folder: Path, meta: dict[str, Any]) -> None:
         save_openvino(ov_model, folder)
-        meta.update(inference_precision="fp32", qat={"best_epoch": result.best_epoch, "best_val": result.best_val})
+        meta.update(inference_precision=float_precision, qat={"best_epoch": result.best_epoch, "best_val": result.best_val})
 
     out = produce(store, parent, method="qat", backend="openvino", precision="int8", fmt=FORMAT_OPENVINO, params=params,
                   write=write, keep_fp=keep_fp, device="cpu", model_id=model_id)
