@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="synthetic:400")
     p.add_argument("--img-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--teacher", help="distill each model from this alias (trained first) instead of training it "
                                      "alone: ViTs from random init need a teacher on a few hundred images")
     p.add_argument("--work", type=Path, default=Path("/tmp/defectopt-quantize-recall"))
@@ -80,8 +81,8 @@ def main(argv=None) -> int:
     teacher_id = None
     for alias in [m.strip() for m in args.models.split(",") if m.strip()]:
         t0 = time.time()
-        common = ["--img-size", str(args.img_size), "--epochs", str(args.epochs), "--batch-size", "16", "--lr", "2e-3",
-                  "-q"]
+        common = ["--img-size", str(args.img_size), "--epochs", str(args.epochs), "--batch-size", "16",
+                  "--lr", str(args.lr), "-q"]
         if args.teacher:
             if teacher_id is None:
                 cli(["finetune-teacher", "--model", args.teacher, "--data", args.data, "--no-pretrained", *common], db)
