@@ -1,7 +1,7 @@
 """Does INT8 keep defect recall on a TRAINED model? One study per architecture, on the frozen test split.
 
-For each alias: train from random init on the built-in synthetic set (`finetune-teacher
---no-pretrained`; no hub access here), quantize with each method that applies, bench every model
+For each alias: train on the built-in synthetic set (`finetune-teacher`, from random init unless
+--pretrained: no hub access here), quantize with each method that applies, bench every model
 on CPU, and compare each INT8 child with its FP32 parent on the same test images:
 recall at the val-chosen threshold (`--target-recall`, stored on the parent and inherited by the
 child), recall at argmax, AUROC, and McNemar's exact test on per-image decisions (from `table`).
@@ -9,6 +9,7 @@ child), recall at argmax, AUROC, and McNemar's exact test on per-image decisions
     python benchmarks/bench_quantize_recall.py --out benchmarks/results/quantize_recall.json
     python benchmarks/bench_quantize_recall.py --models vit_t16 --epochs 3        # smoke run
     python benchmarks/bench_quantize_recall.py --teacher resnet18 --models convnext_tiny,vit_t16 --epochs 25
+    python benchmarks/bench_quantize_recall.py --pretrained --models vit_s16,vit_t16,convnext_tiny   # with timm weights
 
 Target (issue 7): for every architecture, at least one INT8 method within 1 recall point of its
 FP32 parent. Every command is the real CLI, run in a fresh DB under --work.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -68,8 +68,9 @@ def main(argv=None) -> int:
     p.add_argument("--img-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--teacher", help="distill each model from this alias (trained first) instead of training it "
-                                     "alone: ViTs from random init need a teacher on a few hundred images")
+    p.add_argument("--pretrained", action="store_true",
+                   help="start from timm's ImageNet weights (needs the hub or its cache; offline this fails in one line)")
+    p.add_argument("--teacher", help="distill each model from this alias (trained first) instead of training it alone")
     p.add_argument("--work", type=Path, default=Path("/tmp/defectopt-quantize-recall"))
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
@@ -79,18 +80,19 @@ def main(argv=None) -> int:
     db = args.work / "study.sqlite"
     results, verdicts = [], []
     teacher_id = None
+    init = "--pretrained" if args.pretrained else "--no-pretrained"
     for alias in [m.strip() for m in args.models.split(",") if m.strip()]:
         t0 = time.time()
         common = ["--img-size", str(args.img_size), "--epochs", str(args.epochs), "--batch-size", "16",
                   "--lr", str(args.lr), "-q"]
         if args.teacher:
             if teacher_id is None:
-                cli(["finetune-teacher", "--model", args.teacher, "--data", args.data, "--no-pretrained", *common], db)
+                cli(["finetune-teacher", "--model", args.teacher, "--data", args.data, init, *common], db)
                 teacher_id = max(r[0] for r in model_ids(db) if r[2] == args.teacher and r[1] is None)
-            cli(["distill", "--teacher", str(teacher_id), "--student", alias, "--no-pretrained", *common], db)
+            cli(["distill", "--teacher", str(teacher_id), "--student", alias, init, *common], db)
             parent = max(r[0] for r in model_ids(db) if r[2] == alias and r[1] == teacher_id)
         else:
-            cli(["finetune-teacher", "--model", alias, "--data", args.data, "--no-pretrained", *common], db)
+            cli(["finetune-teacher", "--model", alias, "--data", args.data, init, *common], db)
             parent = max(r[0] for r in model_ids(db) if r[2] == alias and r[1] is None)
         train_s = time.time() - t0
         family = get(alias).family
