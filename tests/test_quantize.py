@@ -145,17 +145,8 @@ def test_static_onnxruntime_vit_keep_fp_named_layers(store, synthetic, monkeypat
     assert quantized and not any("/blocks.0/" in n for n in quantized)  # kept float
     x = _batch()
     expected = ort.InferenceSession(captured["bytes"], providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    runner, got = _run_by_id(store, res.model_id, x)
+    _, got = _run_by_id(store, res.model_id, x)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
-    # one static-shape compilation per batch shape, kept in a small cache
-    single = runner.predict(x[:1])
-    np.testing.assert_allclose(single, got[:1], rtol=0, atol=0.05 * float(np.abs(got).max()))
-    assert set(runner._compiled) >= {(1, 3, 32, 32), tuple(x.shape)}
-    for n in range(2, 8):
-        runner.predict(_batch(n=n))
-    from defectopt.bench.runners.openvino_runner import MAX_COMPILED_SHAPES
-
-    assert len(runner._compiled) == MAX_COMPILED_SHAPES
     with pytest.raises(DefectoptError, match="unknown layer group"):
         quantize_model(store, str(parent_id), QuantizeOptions(method="static", keep_fp="blocks.99"))
     with pytest.raises(DefectoptError, match="--sensitivity"):
