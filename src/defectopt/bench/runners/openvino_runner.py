@@ -23,13 +23,6 @@ HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 MAX_COMPILED_SHAPES = 4  # evaluation uses a full and a last partial batch; timing one batch size
 
 
-def compile_config(*, threads: int | None = None, inference_precision: str = "fp32") -> dict:
-    config = {"INFERENCE_PRECISION_HINT": HINTS[inference_precision], "PERFORMANCE_HINT": "LATENCY"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    return config
-
-
 def compile_ir(path, *, threads: int | None = None, inference_precision: str = "fp32",
                shape: tuple[int, ...] | None = None):
     """Compile an IR file (or an ov.Model) for the CPU; with `shape`, for that static input shape."""
@@ -39,7 +32,10 @@ def compile_ir(path, *, threads: int | None = None, inference_precision: str = "
     model = path.clone() if isinstance(path, ov.Model) else core.read_model(str(path))
     if shape is not None:
         model.reshape(list(shape))
-    return core.compile_model(model, "CPU", compile_config(threads=threads, inference_precision=inference_precision))
+    config = {"INFERENCE_PRECISION_HINT": HINTS[inference_precision], "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return core.compile_model(model, "CPU", config)
 
 
 @register_runner(FORMAT_OPENVINO, "openvino", default=True)
@@ -55,9 +51,7 @@ class OpenVINORunner(Runner):
         # the weights' precision (int8 for NNCF models) and the precision of the remaining float math
         self.inference_precision = inference_precision or artifact.meta.get("inference_precision", "fp32")
         self.precision = artifact.meta.get("precision", self.inference_precision)
-        self._core = ov.Core()
-        self._model = self._core.read_model(str(path or artifact.file(artifact.meta.get("openvino_file", OPENVINO_XML))))
-        self._config = compile_config(threads=threads, inference_precision=self.inference_precision)
+        self._model = ov.Core().read_model(str(path or artifact.file(artifact.meta.get("openvino_file", OPENVINO_XML))))
         self._compiled: dict[tuple[int, ...], tuple] = {}
         compiled, _ = self.compiled_for((1, 3, artifact.img_size, artifact.img_size))
         # what the plugin really uses, read back (not just what was asked for)
@@ -72,9 +66,8 @@ class OpenVINORunner(Runner):
         if shape not in self._compiled:
             if len(self._compiled) >= MAX_COMPILED_SHAPES:
                 self._compiled.pop(next(iter(self._compiled)))
-            model = self._model.clone()
-            model.reshape(list(shape))
-            compiled = self._core.compile_model(model, "CPU", self._config)
+            compiled = compile_ir(self._model, threads=self.threads, inference_precision=self.inference_precision,
+                                  shape=shape)
             self._compiled[shape] = (compiled, compiled.create_infer_request())
         return self._compiled[shape]
 
