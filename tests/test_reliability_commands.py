@@ -67,6 +67,16 @@ def _kill_when(proc: subprocess.Popen, db: Path, sql: str, delay: float, timeout
     return True
 
 
+def _kill_then_gc(store, args: list[str], kill_when_sql: str) -> None:
+    """SIGKILL the command once `kill_when_sql` finds a row: the DB stays consistent, the killed
+    run's row is left behind as running, and gc cleans it."""
+    proc = _start(args, store.path)
+    assert _kill_when(proc, store.path, kill_when_sql, delay=0.0)
+    by_status = assert_consistent(store)
+    assert by_status.get("running"), by_status  # the killed run's row is left behind ...
+    assert_cleaned_by_gc(store, by_status["running"])  # ... and gc cleans it
+
+
 @pytest.fixture
 def teacher(store):
     """A ready teacher on the smallest synthetic set (24 train images): kills land mid-run, yet
@@ -101,35 +111,23 @@ def test_sigkill_distill_then_gc(store, teacher):
     _need("distill")
     args = ["distill", "--teacher", teacher, "--student", "test_resnet", "--no-pretrained", "--epochs", "2",
             "--img-size", "32", "--batch-size", "8", "--device", "cpu", "--quiet", "--no-augment"]
-    proc = _start(args, store.path)
     # killed as soon as its row exists: before any epoch (the resume test kills after one)
-    assert _kill_when(proc, store.path, f"SELECT 1 FROM models WHERE id > {teacher}", delay=0.0)
-    by_status = assert_consistent(store)
-    assert by_status.get("running"), by_status  # the killed run's row is left behind ...
-    assert_cleaned_by_gc(store, by_status["running"])  # ... and gc cleans it
+    _kill_then_gc(store, args, f"SELECT 1 FROM models WHERE id > {teacher}")
 
 
 def test_sigkill_prune(store, teacher):
     _need("prune")
     args = ["prune", "--id", teacher, "--ratio", "0.3", "--finetune-epochs", "3", "--batch-size", "8",
             "--device", "cpu", "--quiet"]
-    proc = _start(args, store.path)
     # pruned, first recovery epoch recorded, two more to go
-    assert _kill_when(proc, store.path, f"SELECT 1 FROM train_epochs WHERE model_id > {teacher}", delay=0.0)
-    by_status = assert_consistent(store)
-    assert by_status.get("running"), by_status  # the killed run's row is left behind ...
-    assert_cleaned_by_gc(store, by_status["running"])  # ... and gc cleans it
+    _kill_then_gc(store, args, f"SELECT 1 FROM train_epochs WHERE model_id > {teacher}")
 
 
 def test_sigkill_quantize(store, teacher):
     _need("quantize")
     args = ["quantize", "--id", teacher, "--method", "static", "--backend", "onnxruntime", "--quiet"]
-    proc = _start(args, store.path)
     # killed right after its row exists: calibrating/exporting
-    assert _kill_when(proc, store.path, f"SELECT 1 FROM models WHERE id > {teacher}", delay=0.0)
-    by_status = assert_consistent(store)
-    assert by_status.get("running"), by_status  # the killed run's row is left behind ...
-    assert_cleaned_by_gc(store, by_status["running"])  # ... and gc cleans it
+    _kill_then_gc(store, args, f"SELECT 1 FROM models WHERE id > {teacher}")
 
 
 def test_sigkill_bench_then_rerun(store, teacher):
