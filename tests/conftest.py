@@ -29,6 +29,8 @@ def db_path(tmp_path, monkeypatch, data_cache) -> Path:
     monkeypatch.setenv("DEFECTOPT_DB", str(path))
     monkeypatch.setenv("DEFECTOPT_DATA_CACHE", str(data_cache))
     monkeypatch.delenv("DEFECTOPT_ARTIFACTS", raising=False)
+    # Imported weights live per user (~/.cache); a test imports into its own folder.
+    monkeypatch.setenv("DEFECTOPT_WEIGHTS", str(tmp_path / "weights"))
     return path
 
 

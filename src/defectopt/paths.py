@@ -38,3 +38,12 @@ def generated_data_root(db_path: Path) -> Path:
     if env:
         return Path(env)
     return artifacts_root(db_path).parent / "generated-data"
+
+
+def weights_root() -> Path:
+    """Imported checkpoints (`defectopt weights import`): per user, like timm's hub cache, so every
+    DB and study on the machine can name them; `DEFECTOPT_WEIGHTS` overrides."""
+    env = os.environ.get("DEFECTOPT_WEIGHTS")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "defectopt" / "weights"

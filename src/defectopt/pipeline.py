@@ -35,9 +35,10 @@ INTERRUPTED = 130  # exit code of a command stopped with Ctrl-C (it cleans up af
 SCHEMA: dict[str, dict[str, Any]] = {
     "study": {"name": "study", "data": None, "split_seed": 0, "seed": 0, "device": "auto", "pretrained": False,
               "img_size": None, "out": None, "quiet": False},
-    "teacher": {"model": None, "pretrained": None, "img_size": None, "epochs": 5, "batch_size": 32, "lr": None,
+    "teacher": {"model": None, "pretrained": None, "weights": None, "img_size": None, "epochs": 5, "batch_size": 32, "lr": None,
                 "options": {}},
-    "students": {"model": None, "alphas": [0.5, 0.0], "temperature": 4.0, "pretrained": None, "img_size": None,
+    "students": {"model": None, "alphas": [0.5, 0.0], "temperature": 4.0, "pretrained": None, "weights": None,
+                 "img_size": None,
                  "epochs": 5, "batch_size": 32, "lr": None, "options": {}},
     "prune": {"enabled": True, "from": ["kd"], "ratios": [0.5], "method": "structured", "finetune_epochs": 2,
               "kd_from_teacher": True, "options": {}},
@@ -319,6 +320,8 @@ class Study:
                 "--split-seed", str(st["split_seed"])]
         if img:
             args += ["--img-size", str(img)]
+        if sec["weights"]:
+            args += ["--weights", str(sec["weights"])]
         if sec["lr"] is not None:
             args += ["--lr", str(sec["lr"])]
         return args + option_args(sec["options"])

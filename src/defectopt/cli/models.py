@@ -13,14 +13,16 @@ from defectopt.cli.app import DbOption, app, console
 
 @app.command("models")
 def models_cmd():
-    """List registry aliases with their timm names, parameters and GMACs at 224x224."""
+    """List registry aliases with their timm names, parameters, GMACs at 224x224 and the weights
+    available on this machine (any other timm architecture works as timm:<name>)."""
     from defectopt.models.catalog import describe_aliases
 
     table = Table(title="model registry")
-    for col in ("alias", "timm name", "family", "role", "params (M)", "GMACs@224"):
+    for col in ("alias", "timm name", "family", "role", "params (M)", "GMACs@224", "weights here"):
         table.add_column(col, justify="right" if col[0] in "pG" else "left")
     for row in describe_aliases():
-        table.add_row(row["alias"], row["timm_name"], row["family"], row["role"], f"{row['params'] / 1e6:.2f}", f"{row['gmacs']:.2f}")
+        table.add_row(row["alias"], row["timm_name"], row["family"], row["role"], f"{row['params'] / 1e6:.2f}",
+                      f"{row['gmacs']:.2f}", escape(", ".join(row["weights"]) or "none (random init)"))
     console.print(table)
 
 

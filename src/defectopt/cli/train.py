@@ -36,8 +36,10 @@ ResumeOption = Annotated[Optional[int], typer.Option(
                      "the recipe comes from the row, only --device/--quiet/--workers apply.", show_default=False)]
 PretrainedOption = Annotated[bool, typer.Option(
     "--pretrained/--no-pretrained", help="Start from timm's ImageNet weights (hub cache), or from random init.")]
-WeightsOption = Annotated[Optional[Path], typer.Option(
-    "--weights", help="Local timm/safetensors checkpoint to start from (overrides --pretrained).", show_default=False)]
+WeightsOption = Annotated[Optional[str], typer.Option(
+    "--weights", help="Imported weights NAME ('defectopt weights ls') or a local timm/safetensors checkpoint FILE to "
+                      "start from (overrides --pretrained); imported weights bring their input size and normalization.",
+    show_default=False)]
 ImgSizeOption = Annotated[Optional[int], typer.Option("--img-size", min=16, help="Input side in pixels.", show_default=False)]
 
 

@@ -15,18 +15,25 @@ from defectopt.store.schema import Dataset, Measurement, Model, ModelStatus, Tec
 
 
 def describe_aliases(img_size: int = 224) -> list[dict[str, Any]]:
-    """Params and GMACs per alias, computed on the meta device (no memory, no weights)."""
+    """Params and GMACs per alias, computed on the meta device (no memory, no weights), and
+    where weights for it are on this machine (imported names, timm's hub cache)."""
     import torch
 
     from defectopt.models.factory import count_macs, create, param_count
+    from defectopt.models.weights import hub_cached, list_imported
 
+    imported = list_imported()
     out = []
     for spec in REGISTRY.values():
+        here = [f"imported '{w.name}'" for w in imported if w.timm_name == spec.timm_name]
+        if spec.role != "test" and hub_cached(spec.timm_name):
+            here.append("timm hub cache")
         with torch.device("meta"):
             model = create(spec.alias, 1000, img_size)
         out.append({
             "alias": spec.alias, "timm_name": spec.timm_name, "family": spec.family, "role": spec.role,
             "params": param_count(model), "gmacs": count_macs(model, img_size, device="meta") / 1e9,
+            "weights": here,
         })
     return out
 

@@ -21,9 +21,10 @@ def create(
 ) -> nn.Module:
     """timm.create_model for a registry alias.
 
-    pretrained=True uses timm's normal hub mechanism (cache first); `weights` loads a local
-    timm/safetensors checkpoint instead, with the classifier re-initialised when its class
-    count differs. Offline with nothing cached fails with one line suggesting the alternatives.
+    pretrained=True uses timm's normal hub mechanism (cache first); `weights` is the name of
+    imported weights (`defectopt weights import`) or a local timm/safetensors checkpoint, with the
+    classifier re-initialised when its class count differs. Offline with nothing cached fails
+    with one line suggesting the alternatives.
     """
     import timm
 
@@ -33,7 +34,7 @@ def create(
         kwargs["img_size"] = img_size
     if weights is not None:
         model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
-        load_weights_file(model, Path(weights))
+        load_weights_file(model, resolve_weights(str(weights), spec.timm_name))
         return model
     if pretrained:
         try:
@@ -42,9 +43,24 @@ def create(
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DefectoptError(
                 f"cannot get pretrained weights for {alias} ({spec.timm_name}): {reason[:160]}; "
-                "offline? pass --weights FILE (a local timm/safetensors checkpoint) or --no-pretrained"
+                "offline? pass --weights NAME|FILE (imported weights or a local checkpoint) or --no-pretrained"
             ) from None
     return timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+
+
+def resolve_weights(weights: str, timm_name: str) -> Path:
+    """The checkpoint file behind `--weights NAME|FILE` (an imported name wins over a file)."""
+    from defectopt.models.weights import find, get_imported
+
+    if find(weights) is not None:
+        imported = get_imported(weights)
+        if imported.timm_name != timm_name:
+            raise DefectoptError(f"weights '{weights}' are for timm {imported.timm_name}, not {timm_name}")
+        return imported.path
+    path = Path(weights)
+    if not path.is_file():
+        raise DefectoptError(f"--weights {weights}: no imported weights of that name (see 'defectopt weights ls') and no such file")
+    return path
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

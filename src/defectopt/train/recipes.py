@@ -73,7 +73,29 @@ class RunOutcome:
 Echo = Callable[[str], None]
 
 
+def _imported_weights(req: RunRequest):
+    """The imported weights that `--weights` names, or None (a plain file, or no --weights)."""
+    from defectopt.models.weights import find, get_imported
+
+    return get_imported(req.weights) if req.weights and find(req.weights) is not None else None
+
+
+def _apply_weights_data_config(data_cfg: dict[str, Any], imported) -> dict[str, Any]:
+    """The checkpoint's own normalization/interpolation replace timm's defaults for the arch."""
+    if imported is None:
+        return data_cfg
+    wcfg = imported.data_config()
+    return {**data_cfg, "mean": tuple(wcfg["mean"]), "std": tuple(wcfg["std"]), "interpolation": wcfg["interpolation"]}
+
+
+def _weights_meta(imported) -> dict[str, Any]:
+    return {"weights": imported.provenance()} if imported is not None else {}
+
+
 def _init_description(req: RunRequest) -> str:
+    imported = _imported_weights(req)
+    if imported is not None:
+        return f"imported weights '{imported.name}' ({imported.sidecar['source']}, mapped by {imported.sidecar['mapping']})"
     if req.weights:
         return f"weights file {req.weights}"
     return "ImageNet-pretrained (timm hub)" if req.pretrained else "random initialization (--no-pretrained)"
@@ -203,7 +225,9 @@ def finetune_teacher(store, req: RunRequest, *, resume_id: int | None = None, on
         req = _resume_request(store, req, resume_id, FINETUNE)
     spec = get(req.model)
     req.model = spec.alias
-    req.img_size = req.img_size or 224
+    imported = _imported_weights(req)
+    # Imported weights know their native input size; otherwise timm's usual 224.
+    req.img_size = req.img_size or (imported.data_config()["input_size"] if imported else 224)
     req.lr = _resolved_lr(req)
     req.train.lr = req.lr
     req.train.validate()
@@ -212,11 +236,11 @@ def finetune_teacher(store, req: RunRequest, *, resume_id: int | None = None, on
     torch.manual_seed(req.train.seed)
     model = create(spec.alias, dataset.num_classes, req.img_size, pretrained=req.pretrained and not req.weights,
                    weights=req.weights)
-    data_cfg = resolve_model_data_config(model, req.img_size)
+    data_cfg = _apply_weights_data_config(resolve_model_data_config(model, req.img_size), imported)
     if resume_id is None:
         params = {"init": "weights" if req.weights else ("pretrained" if req.pretrained else "random"),
                   "freeze_backbone": req.freeze_backbone, "epochs": req.train.epochs, "lr": req.lr,
-                  "seed": req.train.seed}
+                  "seed": req.train.seed, **_weights_meta(imported)}
         model_id = from_main(lambda: artifacts.begin_model(
             store, alias=spec.alias, timm_name=spec.timm_name, technique=FINETUNE, technique_params=params,
             parent_id=None, dataset_id=dataset.id, img_size=req.img_size, num_classes=dataset.num_classes,
@@ -230,7 +254,7 @@ def finetune_teacher(store, req: RunRequest, *, resume_id: int | None = None, on
     if not req.pretrained and not req.weights:
         echo("note: the teacher is trained from random initialization (--no-pretrained), not from pretrained weights")
     result = _run(store, req, model_id, model, dataset, data_cfg, resume=resume_id is not None, on_step=on_step,
-                  echo=echo, extra_meta={"freeze_backbone": req.freeze_backbone})
+                  echo=echo, extra_meta={"freeze_backbone": req.freeze_backbone, **_weights_meta(imported)})
     return RunOutcome(model_id, result.best_epoch, result.best_val, result.history, init, dataset.name)
 
 
@@ -276,6 +300,7 @@ def distill(store, req: RunRequest, *, resume_id: int | None = None, on_step: St
     teacher_art, dataset = from_main(lambda: _resolve_teacher(store, req))
     req.teacher = str(teacher_art.id)  # a resumed run must use the same teacher, not "the latest"
     req.data = req.data or None
+    imported = _imported_weights(req)
     req.img_size = req.img_size or teacher_art.img_size
     req.lr = _resolved_lr(req)
     req.train.lr = req.lr
@@ -289,10 +314,10 @@ def distill(store, req: RunRequest, *, resume_id: int | None = None, on_step: St
     torch.manual_seed(req.train.seed)
     student = create(spec.alias, dataset.num_classes, req.img_size, pretrained=req.pretrained and not req.weights,
                      weights=req.weights)
-    data_cfg = resolve_model_data_config(student, req.img_size)
+    data_cfg = _apply_weights_data_config(resolve_model_data_config(student, req.img_size), imported)
     params = {"alpha": req.train.alpha, "temperature": req.train.temperature, "teacher_id": teacher_art.id,
               "kd": kd, "init": "weights" if req.weights else ("pretrained" if req.pretrained else "random"),
-              "epochs": req.train.epochs, "lr": req.lr, "seed": req.train.seed}
+              "epochs": req.train.epochs, "lr": req.lr, "seed": req.train.seed, **_weights_meta(imported)}
     if resume_id is None:
         model_id = from_main(lambda: artifacts.begin_model(
             store, alias=spec.alias, timm_name=spec.timm_name, technique=DISTILL, technique_params=params,
@@ -311,6 +336,6 @@ def distill(store, req: RunRequest, *, resume_id: int | None = None, on_step: St
     result = _run(store, req, model_id, student, dataset, data_cfg, resume=resume_id is not None, teacher=teacher,
                   teacher_data_cfg=teacher_data_cfg, on_step=on_step, echo=echo,
                   extra_meta={"alpha": req.train.alpha, "temperature": req.train.temperature,
-                              "teacher_id": teacher_art.id, "kd": kd})
+                              "teacher_id": teacher_art.id, "kd": kd, **_weights_meta(imported)})
     return RunOutcome(model_id, result.best_epoch, result.best_val, result.history, init, dataset.name,
                       teacher_id=teacher_art.id)
