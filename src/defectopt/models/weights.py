@@ -107,7 +107,8 @@ def resolve_source(src: str) -> tuple[Path, dict[str, Any]]:
         raise DefectoptError(f"package '{package}' holds {len(files)} checkpoint files under {root}, expected exactly one")
     dist = _distribution_of(package)
     meta = dist.metadata if dist else {}
-    licence = (meta.get("License") or meta.get("License-Expression") or "see the package") if dist else "unknown"
+    stated = (meta.get("License-Expression") or meta.get("License") or "") if dist else ""
+    licence = stated if stated and stated.upper() != "UNKNOWN" else "not stated in the wheel's metadata"
     return files[0], {
         "source": f"{PKG_PREFIX}{package}" + (f"=={dist.version}" if dist else ""),
         "licence": f"{licence}; from the PyPI package {dist.metadata['Name'] if dist else package}"
