@@ -125,3 +125,26 @@ def test_task_report_multiclass_per_class_rows():
     assert "tp" not in v
     for name in v:
         resolve(name)
+
+
+def test_clopper_pearson_exact_interval_does_not_collapse_at_k_equals_n():
+    # k = n: the lower end has the closed form (alpha/2)^(1/n); 32/32 -> 0.8911, not [1, 1]
+    lo, hi = tm.clopper_pearson(32, 32)
+    assert lo == pytest.approx(0.025 ** (1 / 32), abs=1e-9) and hi == 1.0
+    lo, hi = tm.clopper_pearson(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 10), abs=1e-9)
+    # textbook value: 7/20 -> [0.1539, 0.5922]
+    lo, hi = tm.clopper_pearson(7, 20)
+    assert (round(lo, 4), round(hi, 4)) == (0.1539, 0.5922)
+    assert tm.clopper_pearson(0, 0) is None
+
+
+def test_binary_report_uses_the_exact_interval_for_recall_and_precision():
+    labels = np.array([1] * 32 + [0] * 48)
+    logits = np.zeros((80, 2))
+    logits[:, 1] = np.where(labels == 1, 3.0, -3.0)
+    logits[-4:, 1] = 3.0  # 4 false positives: precision 32/36
+    v = tm.task_report(logits, labels, task="binary", num_classes=2).values
+    assert v["recall"] == 1.0 and v["recall_ci_low"] == pytest.approx(0.025 ** (1 / 32), abs=1e-9)
+    assert v["fnr_ci_high"] == pytest.approx(1 - v["recall_ci_low"])
+    assert v["precision_ci_low"] < 32 / 36 < v["precision_ci_high"]

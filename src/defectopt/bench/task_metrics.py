@@ -6,7 +6,9 @@ argmax). Multi-class (NEU): every class is a defect type; recall means macro rec
 
 bench's recall-critical operating point: `choose_threshold` picks on the val split the highest
 threshold that reaches the target recall; `task_report` applies it to the test split and
-reports every metric at that threshold and at argmax, with a seeded bootstrap CI of recall.
+reports every metric at that threshold and at argmax, with a 95% CI of recall: exact binomial
+(Clopper-Pearson) for binary recall/FNR/precision, which stays informative at 32/32 where a
+bootstrap collapses to [1, 1]; a seeded bootstrap for macro recall (not one binomial).
 Per-type recall becomes rows named `recall_type:<type>` (see defectopt.metrics.PATTERNS).
 """
 
@@ -168,6 +170,36 @@ def _recall_of_resamples(labels: np.ndarray, correct: np.ndarray, idx: np.ndarra
         return np.nanmean(np.stack(per_class, axis=1), axis=1)
 
 
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float] | None:
+    """Exact binomial CI of a proportion k/n: the p where P(X >= k) and P(X <= k) reach alpha/2."""
+    if n <= 0:
+        return None
+    alpha = (1.0 - level) / 2.0
+
+    def cdf(x: int, p: float) -> float:  # P(X <= x), in logs so that large n does not overflow
+        if p <= 0.0:
+            return 1.0
+        if p >= 1.0:
+            return 1.0 if x >= n else 0.0
+        lp, lq = math.log(p), math.log1p(-p)
+        terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq
+                 for i in range(x + 1)]
+        top = max(terms)
+        return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+    def solve(f, target: float) -> float:  # f decreasing in p on [0, 1]: bisection
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if f(mid) > target else (lo, mid)
+        return (lo + hi) / 2
+
+    high = 1.0 if k == n else solve(lambda p: cdf(k, p), alpha)
+    # P(X >= k | p) = P(n - X <= n - k | 1 - p): the lower end is one minus the upper end of the complement
+    low = 0.0 if k == 0 else 1.0 - solve(lambda q: cdf(n - k, q), alpha)
+    return float(low), float(high)
+
+
 def bootstrap_recall_ci(labels: np.ndarray, predictions: np.ndarray, task: str, num_classes: int = 2, *,
                         n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
     """Seeded percentile bootstrap CI of recall (binary: defect recall; multi-class: macro recall).
@@ -272,8 +304,18 @@ def task_report(test_logits: np.ndarray, test_labels: np.ndarray, *, task: str, 
         values["accuracy_argmax"] = mc["accuracy"]
         for key in ("recall_argmax", "f1_argmax", "fnr_argmax", "accuracy_argmax"):
             extra[key] = {"operating_point": "argmax", "n_test": n}
-    ci = bootstrap_recall_ci(labels, decisions, task, num_classes, n_boot=n_boot, seed=seed)
-    ci_info = {"level": 0.95, "n_boot": n_boot, "seed": seed, "method": "percentile bootstrap over test images"}
+    if task == "binary":
+        tp, fn, fp = int(values["tp"]), int(values["fn"]), int(values["fp"])
+        ci = clopper_pearson(tp, tp + fn)
+        ci_info = {"level": 0.95, "method": "Clopper-Pearson exact binomial", "k": tp, "n": tp + fn}
+        precision_ci = clopper_pearson(tp, tp + fp)
+        if precision_ci is not None:
+            values["precision_ci_low"], values["precision_ci_high"] = precision_ci
+            for key in ("precision_ci_low", "precision_ci_high"):
+                extra[key] = {"level": 0.95, "method": "Clopper-Pearson exact binomial", "k": tp, "n": tp + fp}
+    else:
+        ci = bootstrap_recall_ci(labels, decisions, task, num_classes, n_boot=n_boot, seed=seed)
+        ci_info = {"level": 0.95, "n_boot": n_boot, "seed": seed, "method": "percentile bootstrap over test images"}
     if ci is not None:
         values["recall_ci_low"], values["recall_ci_high"] = ci
         values["fnr_ci_low"], values["fnr_ci_high"] = 1.0 - ci[1], 1.0 - ci[0]

@@ -36,7 +36,7 @@ def bench_cmd(
     memory: Annotated[bool, typer.Option("--memory/--no-memory", help="Measure peak memory in a fresh process per model.")] = True,
     roofline: Annotated[bool, typer.Option("--roofline/--no-roofline", help="Report MAC/s as a fraction of the host's measured GEMM peak.")] = True,
     vs_parent: Annotated[bool, typer.Option("--vs-parent", help="Also time each model against its parent in the same runtime, interleaved, and store speedup_vs_parent.")] = False,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95% CI of recall.")] = 1000,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95% CI of macro recall (binary recall uses the exact Clopper-Pearson interval).")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
     price_per_core_hour: Annotated[float, typer.Option("--price-per-core-hour", help="USD per CPU core-hour, for cost_per_1m on CPU.")] = 0.05,
     price_per_gpu_hour: Annotated[float, typer.Option("--price-per-gpu-hour", help="USD per GPU-hour, for cost_per_1m on CUDA.")] = 2.0,

@@ -198,7 +198,7 @@ TRADEOFF_COLUMNS: dict[str, str] = {
     "threads": "CPU threads the run used",
     "batch": "batch size at which `throughput_ips` was reached",
     "recall": "defect recall on the test split at the stored threshold (macro recall for multi-class)",
-    "recall_ci_low": "lower end of the seeded 95% bootstrap CI of recall",
+    "recall_ci_low": "lower end of the 95% CI of recall (binary: exact Clopper-Pearson; multi-class: seeded bootstrap)",
     "recall_ci_high": "upper end of that CI",
     "precision": "defect precision (task metric, not the numeric precision: see `dtype`)",
     "f1": "F1 of precision and recall",
