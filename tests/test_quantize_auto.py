@@ -92,3 +92,28 @@ def test_sensitivity_ranking_is_deterministic_and_stored(store, synthetic):
 
     ranking = [r["layer"] for r in first]
     assert resolve_keep_fp("2", groups, ranking) == ranking[:2]
+
+
+def test_auto_requires_zero_extra_misses_when_val_cannot_resolve_the_budget(store, synthetic, monkeypatch):
+    """16 val images hold a handful of defects: one miss moves recall by far more than 0.01, so a
+    drop the budget would allow (0.005) cannot be told from a missed defect and is refused."""
+    from defectopt.bench.task_metrics import recall_resolution
+    from defectopt.compress.quantize import produce
+
+    real_evaluate = produce.evaluate_child
+
+    def small_drop(store_, parent, model_id, **kw):
+        return {**real_evaluate(store_, parent, model_id, **kw), "recall_drop": 0.005}
+
+    monkeypatch.setattr(produce, "evaluate_child", small_drop)
+    parent_id = make_ready_model(store, "test_resnet", synthetic)
+    opts = QuantizeOptions(method="auto", backend="onnxruntime", calib_images=8, max_recall_drop=0.01,
+                           qat=QATConfig(epochs=1, batch_size=16, quiet=True))
+    logs = []
+    out = quantize_model(store, str(parent_id), opts, log=logs.append)
+    assert out.chosen is None and any("requiring zero extra val misses" in line for line in logs), logs
+    with store.session() as s:
+        first = s.get(Model, out.results[0].model_id).config["auto"]
+    labels = [r["label"] for r in synthetic.manifest if r["split"] == "val"]
+    assert first["val_recall_resolution"] == recall_resolution(labels, "binary") > 0.01
+    assert first["max_recall_drop"] == 0.01 and first["effective_recall_drop"] == 0.0 and first["within_budget"] is False

@@ -200,6 +200,19 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float] 
     return float(low), float(high)
 
 
+def recall_resolution(labels: np.ndarray, task: str, num_classes: int = 2) -> float | None:
+    """The largest change of (macro) recall that one missed image causes on this split: 1 / #defects
+    (binary) or 1 / (classes x smallest class count) (multi-class). A recall budget below it cannot be
+    resolved on the split: one extra miss already exceeds it. None when there is nothing to recall."""
+    labels = np.asarray(labels).astype(np.int64)
+    if task == "binary":
+        n = int((labels == 1).sum())
+        return 1.0 / n if n else None
+    counts = [int((labels == c).sum()) for c in range(num_classes)]
+    present = [c for c in counts if c > 0]
+    return 1.0 / (len(present) * min(present)) if present else None
+
+
 def bootstrap_recall_ci(labels: np.ndarray, predictions: np.ndarray, task: str, num_classes: int = 2, *,
                         n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
     """Seeded percentile bootstrap CI of recall (binary: defect recall; multi-class: macro recall).
