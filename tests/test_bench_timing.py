@@ -50,3 +50,44 @@ def test_compare_interleaved_rotates_order_and_gives_ratio():
     assert 1.5 < speedup < 6  # nominally 3; busy-waits stretch under contention
     assert res.speedup("fast", "slow") == pytest.approx(1 / speedup, rel=0.5)
     assert set(res.to_dict()["speedups"]) == {"slow->fast", "fast->slow"}
+
+
+def test_contention_subtracts_this_process_and_counts_steal(monkeypatch):
+    """Arithmetic of the meter on fixed counters: own CPU time is not contention, steal is."""
+    from collections import namedtuple
+
+    from defectopt.bench import timing
+
+    Sys = namedtuple("Sys", "user nice system idle iowait irq softirq steal")
+    Own = namedtuple("Own", "user system")
+    sys_seq = iter([Sys(10, 0, 5, 100, 0, 0, 0, 1), Sys(13.5, 0, 6, 100, 0, 0, 0, 1.2)])  # +4.5 busy, +0.2 steal
+    own_seq = iter([Own(2.0, 0.5), Own(3.5, 0.5)])  # this process: +1.5
+    clock = iter([100.0, 102.0])  # 2 s wall
+    monkeypatch.setattr(timing.psutil, "cpu_times", lambda: next(sys_seq))
+    monkeypatch.setattr(timing.psutil, "Process", lambda: type("P", (), {"cpu_times": lambda self: next(own_seq)})())
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
+    with timing.ContentionMeter() as meter:
+        pass
+    c = meter.result
+    assert c.other_cpu_s == pytest.approx(3.0) and c.other_cores == pytest.approx(1.5)
+    assert c.steal_cores == pytest.approx(0.1)
+    assert c.contended and c.to_dict()["contended"] is True
+
+
+def test_a_busy_neighbour_is_recorded_with_the_timing():
+    """A real spinning child process during time_fn shows up as contention (about one core)."""
+    import subprocess
+    import sys
+
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 30: pass"])
+    try:
+        time.sleep(0.3)  # let it start spinning
+        res = time_fn(lambda: time.sleep(0.002), cfg=TimingConfig(min_iters=20, min_seconds=1.0, blocks=2,
+                                                                   warmup_max_seconds=0.05))
+    finally:
+        spin.kill()
+        spin.wait()
+    c = res.contention
+    assert c is not None and c.wall_s >= 1.0
+    assert c.other_cores > 0.5 and c.contended
+    assert res.summary()["contention"]["contended"] is True

@@ -121,11 +121,12 @@ def test_migration_has_frozen_copy_of_current_view():
     from defectopt.store.db import migrations_dir
     from defectopt.store.queries import TRADEOFF_VIEW_SQL
 
-    path = migrations_dir() / "versions" / "0003_tradeoff_view_v2.py"
-    spec = importlib.util.spec_from_file_location("m0003", path)
+    path = sorted((migrations_dir() / "versions").glob("0*_tradeoff_view_*.py"))[-1]  # the newest view revision
+    spec = importlib.util.spec_from_file_location("newest_view", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert mod.TRADEOFF_V2 == TRADEOFF_VIEW_SQL
+    frozen = [v for k, v in vars(mod).items() if k.startswith("TRADEOFF_V")]
+    assert frozen == [TRADEOFF_VIEW_SQL], path.name
 
 
 def test_sql_lineage_labels_match_python_labels(store, study):
@@ -262,3 +263,25 @@ def test_untimed_task_rows_join_every_thread_count(store, study):
     assert kd["speedup_vs_teacher"].isna().tolist() == [True, False]
     only = frame[frame["id"] == teacher_only].iloc[0]
     assert only["recall"] == 0.5 and only["latency_ms"] != only["latency_ms"]  # NaN: never timed
+
+
+def test_report_counts_missed_defects_by_type_and_flags_contended_timings(store, study, tmp_path):
+    from defectopt.store.queries import missed_by_type
+
+    with store.session() as s:
+        for metric, value, n in (("recall_type:scratch", 0.75, 4), ("recall_type:spot", 1.0, 6)):
+            s.add(Measurement(model_id=study["kd"], run_id="r1", device="cpu", backend="torch", precision="fp32",
+                              batch_size=0, threads=2, metric=metric, value=value, extra={"type": metric[12:], "n": n},
+                              host=HOST))
+        s.add(Measurement(model_id=study["int8"], run_id="r1", device="cpu", backend="onnxruntime", precision="int8",
+                          batch_size=1, threads=2, metric="contention_cores", value=1.3, extra={}, host=HOST))
+    missed = missed_by_type(store, [study["kd"]])
+    assert dict(zip(missed["type"], missed["missed"])) == {"scratch": 1, "spot": 0}
+    md = tmp_path / "r.md"
+    res = invoke("report", "--out", str(md))
+    assert res.code == 0, res.stderr + res.stdout
+    text = md.read_text()
+    assert "### Missed test defects by type" in text
+    assert f"| {study['kd']} |" in text and "| 1/4 | 0/6 | 1/10 |" in text
+    assert "Timed under contention" in text and f"{study['int8']} onnxruntime/int8 (1.30 cores)" in text
+    assert f"{study['kd']} torch" not in text.split("Timed under contention")[1].split("\n")[0]

@@ -64,6 +64,7 @@ _METRICS = [
     Metric("achieved_gmacs_per_s", MAXIMIZE, "GMAC/s", "MACs per image x images per second"),
     Metric("speedup_vs_parent", MAXIMIZE, "x", "parent latency / this model's, same runtime, timed interleaved in one process (--vs-parent)"),
     Metric("roofline_fraction", MAXIMIZE, "", "achieved MAC/s over the host's measured peak for the precision"),
+    Metric("contention_cores", MINIMIZE, "cores", "cores other processes (or VM steal) kept busy on average while the row was timed"),
     # derived by the `tradeoff` view (never written by bench)
     Metric("peak_mb", MINIMIZE, "MB", "peak memory on the row's device: CUDA max allocated on cuda, RSS high-water mark on cpu"),
     Metric("speedup_vs_teacher", MAXIMIZE, "x", "latency of the root teacher in torch eager (same device and threads) / this latency"),
@@ -71,11 +72,17 @@ _METRICS = [
 
 METRICS: dict[str, Metric] = {m.name: m for m in _METRICS}
 
+# A timed row is flagged as measured under contention when other processes (or VM steal) kept
+# more than this many cores busy on average during its timed phase: on a 2-core host a quarter
+# core of competition is already ~10 % on a 2-thread model, and 2-3x when a neighbour trains.
+CONTENTION_MAX_CORES = 0.25
+
 # Metric families whose names carry a parameter after a colon, e.g. `recall_type:scratch`.
 # bench writes one row per defect type (binary: the manifest's defect_type of each defect image;
 # multi-class: each class); the row's `extra` holds {"type": ..., "n": images of that type}.
+RECALL_TYPE_PREFIX = "recall_type:"
 PATTERNS: dict[str, Metric] = {
-    "recall_type:": Metric("recall_type:<type>", MAXIMIZE, "", "recall on the test images of one defect type (one row per type)"),
+    RECALL_TYPE_PREFIX: Metric("recall_type:<type>", MAXIMIZE, "", "recall on the test images of one defect type (one row per type)"),
 }
 
 # Short names users type (`--pareto recall latency`) -> stored metric names.

@@ -37,6 +37,7 @@ from defectopt.bench.roofline import host_peaks, peak_for_precision
 from defectopt.bench.task_metrics import choose_threshold, task_report
 from defectopt.bench.timing import DEFAULT, TimingConfig, compare_interleaved, time_runner
 from defectopt.errors import DefectoptError
+from defectopt.metrics import CONTENTION_MAX_CORES
 from defectopt.models.artifacts import Artifact, load_artifact
 from defectopt.store.db import Store
 from defectopt.store.schema import Measurement, Model, ModelStatus
@@ -45,7 +46,7 @@ BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "tensorrt", "all"
 # metrics written per timed batch size (replaced together under --force)
 TIMED_METRICS = ("latency_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_mean_ms",
                  "latency_std_ms", "throughput_ips", "core_ms_per_image", "cost_per_1m", "achieved_gmacs_per_s",
-                 "roofline_fraction")
+                 "roofline_fraction", "contention_cores")
 MEMORY_METRICS = ("peak_rss_mb", "cuda_peak_mb")
 
 
@@ -271,7 +272,11 @@ def _efficiency_rows(rows: _Rows, runner, batch: int, opts: BenchOptions, thread
     else:
         rows.add("cost_per_1m", result.per_image_ms / 3.6e6 * opts.price_per_gpu_hour * 1e6, batch,
                  {"price_per_gpu_hour": opts.price_per_gpu_hour, "latency_ms": result.per_image_ms})
-    out = {"latency_ms": result.per_image_ms, "throughput_ips": result.throughput_ips}
+    if result.contention is not None:
+        rows.add("contention_cores", max(result.contention.other_cores, result.contention.steal_cores), batch,
+                 result.contention.to_dict())
+    out = {"latency_ms": result.per_image_ms, "throughput_ips": result.throughput_ips,
+           "contention": result.contention}
     if macs:
         achieved = macs * result.throughput_ips
         rows.add("achieved_gmacs_per_s", achieved / 1e9, batch, {"macs_per_image": macs})
@@ -334,6 +339,7 @@ def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions
             rows.add("gmacs", macs / 1e9, 0, {"source": macs_source, "img_size": artifact.img_size})
             headline["size_mb"] = size / 1e6
         peaks: dict[str, float] = {}
+        contended: list[str] = []
         if needs.batches and opts.roofline:
             key = (opts.device, threads)
             if key not in peaks_cache:
@@ -346,6 +352,9 @@ def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions
             if b == 1:
                 headline["latency_ms"] = figures["latency_ms"]
             headline[f"ips@{b}"] = figures["throughput_ips"]
+            if figures["contention"] is not None and figures["contention"].contended:
+                contended.append(f"batch {b}: {figures['contention'].other_cores:.2f} cores by other processes, "
+                                 f"{figures['contention'].steal_cores:.2f} stolen")
         if opts.vs_parent and 1 in needs.batches:
             step(f"model {artifact.id} [{backend}]: interleaved timing vs parent")
             _vs_parent_row(rows, store, artifact, runner, backend, opts, threads)
@@ -364,7 +373,13 @@ def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions
     native = runners_mod.native_backend(artifact.format) == backend
     _write(store, rows.items, artifact.id, opts, backend, threads, needs,
            threshold if (native and needs.task and artifact.dataset_id is not None) else _KEEP)
-    return BenchOutcome(artifact.id, backend, "measured", "", run_id, len(rows.items), time.perf_counter() - t0, headline)
+    message = ""
+    if contended:  # the rows are kept (they are flagged in `table`), but the user hears it now
+        headline["contended"] = True
+        message = (f"timed under contention ({'; '.join(contended)}; limit {CONTENTION_MAX_CORES} cores): "
+                   "re-measure on a quiet machine with --force")
+    return BenchOutcome(artifact.id, backend, "measured", message, run_id, len(rows.items), time.perf_counter() - t0,
+                        headline)
 
 
 _KEEP = object()

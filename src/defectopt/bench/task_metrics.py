@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from defectopt.errors import DefectoptError
+from defectopt.metrics import RECALL_TYPE_PREFIX
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -338,6 +339,6 @@ def task_report(test_logits: np.ndarray, test_labels: np.ndarray, *, task: str, 
     # per-image decisions on the test split (manifest order): what report.stats pairs for McNemar
     extra["recall"] = {**extra["recall"], "decisions": [int(d) for d in decisions], "labels": [int(y) for y in labels]}
     for name, (rec, count) in recall_per_type(labels, decisions, list(test_types or [""] * n), task, class_names).items():
-        values[f"recall_type:{name}"] = rec
-        extra[f"recall_type:{name}"] = {"type": name, "n": count}
+        values[f"{RECALL_TYPE_PREFIX}{name}"] = rec
+        extra[f"{RECALL_TYPE_PREFIX}{name}"] = {"type": name, "n": count}
     return TaskReport(values, extra, threshold)

@@ -8,7 +8,11 @@ Why it looks like this (measured on the shared 2-core VM this project is develop
   long timed run is split into `blocks`; the headline is the median of the block medians and
   the spread (p10-p90, IQR, block min/max) is stored with every figure;
 - a speedup between two models or runtimes is only meaningful side by side: `compare_interleaved`
-  alternates blocks (A B, B A, ...) in one process and takes the median of the per-round ratios.
+  alternates blocks (A B, B A, ...) in one process and takes the median of the per-round ratios;
+- a noisy neighbour inflates a figure silently (measured: vit_s16 eager 284.7 ms while another
+  process trained, 61.2 ms quiet), so every timed phase records the CPU time that *other*
+  processes used during it (system busy time minus this process's, from psutil) and the VM's
+  steal time; `Contention.contended` says when the figure must not be trusted.
 
 CPU time is `time.perf_counter`; CUDA time is CUDA events with a synchronize per block.
 The caller fixes the thread count (runners do); torch.utils.benchmark.Timer is not used
@@ -22,10 +26,13 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import psutil
+
+from defectopt.metrics import CONTENTION_MAX_CORES
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,73 @@ def _loadavg() -> float | None:
         return round(os.getloadavg()[0], 2)
     except (OSError, AttributeError):
         return None
+
+
+@dataclass
+class Contention:
+    """CPU time other processes (and the hypervisor, as steal) took while a phase was timed."""
+
+    wall_s: float = 0.0
+    other_cpu_s: float = 0.0  # system-wide busy CPU seconds minus this process's own
+    steal_s: float = 0.0  # time the VM's vCPUs waited for the host (a neighbour outside this VM)
+    loadavg_1m: float | None = None
+
+    @property
+    def other_cores(self) -> float:
+        """Average number of cores other processes kept busy (0 on a quiet machine)."""
+        return self.other_cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def steal_cores(self) -> float:
+        return self.steal_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def contended(self) -> bool:
+        return max(self.other_cores, self.steal_cores) > CONTENTION_MAX_CORES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"wall_s": round(self.wall_s, 4), "other_cpu_s": round(self.other_cpu_s, 4),
+                "other_cores": round(self.other_cores, 4), "steal_cores": round(self.steal_cores, 4),
+                "loadavg_1m": self.loadavg_1m, "contended": self.contended,
+                "contention_max_cores": CONTENTION_MAX_CORES}
+
+
+def _busy_and_steal() -> tuple[float, float]:
+    t = psutil.cpu_times()
+    busy = t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+    # guest time is already counted inside user on Linux
+    return busy, getattr(t, "steal", 0.0)
+
+
+class ContentionMeter:
+    """Measure `Contention` over a block of code: `with ContentionMeter() as m: ...; m.result`."""
+
+    def __init__(self) -> None:
+        self._proc = psutil.Process()
+        self.result = Contention()
+
+    def _own(self) -> float:
+        t = self._proc.cpu_times()
+        return t.user + t.system
+
+    def __enter__(self) -> ContentionMeter:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> ContentionMeter:
+        self._t0 = time.perf_counter()
+        self._own0 = self._own()
+        self._busy0, self._steal0 = _busy_and_steal()
+        return self
+
+    def stop(self) -> Contention:
+        busy, steal = _busy_and_steal()
+        # tick-granular counters (10 ms): a small negative difference is rounding, not negative load
+        other = max(0.0, (busy - self._busy0) - (self._own() - self._own0))
+        self.result = Contention(time.perf_counter() - self._t0, other, max(0.0, steal - self._steal0), _loadavg())
+        return self.result
 
 
 class _Clock:
@@ -134,6 +208,7 @@ class TimingResult:
     # 1-minute load average when the timing ended: above the core count, other processes
     # competed for the cores and the figure is suspect (this is how to tell afterwards)
     loadavg: float | None = field(default_factory=lambda: _loadavg())
+    contention: Contention | None = None  # other processes' CPU use during the timed phase
 
     @property
     def median_ms(self) -> float:
@@ -179,6 +254,7 @@ class TimingResult:
             "warmup_stable": self.warmup.stable, "truncated": self.truncated,
             "clock": "cuda_events" if self.device.startswith("cuda") else "perf_counter",
             "loadavg_1m": self.loadavg,
+            "contention": self.contention.to_dict() if self.contention else None,
         }
 
 
@@ -198,6 +274,7 @@ def time_fn(fn: Callable[[], Any], *, batch_size: int = 1, cfg: TimingConfig = D
     start = time.perf_counter()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection inside a timed call is noise, not model cost (as timeit does)
+    meter = ContentionMeter().start()
     try:
         for _ in range(cfg.blocks):
             left = cfg.max_seconds - (time.perf_counter() - start)
@@ -210,9 +287,10 @@ def time_fn(fn: Callable[[], Any], *, batch_size: int = 1, cfg: TimingConfig = D
             samples += times
             medians.append(float(np.median(times)))
     finally:
+        meter.stop()
         if gc_was_enabled:
             gc.enable()
-    return TimingResult(batch_size, samples, medians, warmup, truncated, device)
+    return TimingResult(batch_size, samples, medians, warmup, truncated, device, contention=meter.result)
 
 
 # --- runners ---------------------------------------------------------------------------------
@@ -289,6 +367,7 @@ def compare_interleaved(candidates: Mapping[str, Any], *, batch_size: int = 1, c
     start = time.perf_counter()
     gc_was_enabled = gc.isenabled()
     gc.disable()
+    meter = ContentionMeter().start()
     try:
         for r in range(cfg.blocks):
             k = r % len(names)
@@ -303,13 +382,10 @@ def compare_interleaved(candidates: Mapping[str, Any], *, batch_size: int = 1, c
                 medians[n].append(float(np.median(times)))
             order.append(round_order)
     finally:
+        meter.stop()
         if gc_was_enabled:
             gc.enable()
-    results = {n: TimingResult(batch_size, samples[n], medians[n], warmups[n], truncated, device) for n in names}
+    # one meter over all rounds: interleaving means a neighbour hit every candidate alike
+    results = {n: TimingResult(batch_size, samples[n], medians[n], warmups[n], truncated, device,
+                               contention=meter.result) for n in names}
     return InterleavedResult(results, order)
-
-
-def as_json(result: TimingResult) -> dict[str, Any]:
-    d = asdict(result)
-    d["median_ms"] = result.median_ms
-    return d

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from defectopt.errors import DefectoptError
+from defectopt.metrics import CONTENTION_MAX_CORES
 from defectopt.report import plots, table
 from defectopt.report.pareto import pareto_mask, select_min_recall
 from defectopt.store.db import Store
@@ -120,9 +121,43 @@ def deltas_section(frame: pd.DataFrame) -> list[str]:
     return lines
 
 
+def missed_section(part: pd.DataFrame, missed: pd.DataFrame) -> list[str]:
+    """One line per benchmarked row: test defects missed by type (counts of n)."""
+    if missed.empty or part.empty:
+        return ["_No per-type rows were recorded (re-run `defectopt bench --force` to add them)._", ""]
+    keys = part[["id", "lineage", "device", "backend", "dtype"]].drop_duplicates(["id", "device", "backend", "dtype"])
+    types = sorted(missed["type"].unique())
+    lines = ["| id | lineage | backend/dtype | " + " | ".join(f"{t}" for t in types) + " | missed (total) |",
+             "|---:|---|---|" + "---:|" * len(types) + "---:|"]
+    for _, k in keys.iterrows():
+        m = missed[(missed["id"] == k["id"]) & (missed["device"] == k["device"]) & (missed["backend"] == k["backend"])
+                   & (missed["dtype"].fillna("") == ("" if pd.isna(k["dtype"]) else k["dtype"]))]
+        if m.empty:
+            continue
+        by_type = {r["type"]: f"{int(r['missed'])}/{int(r['n'])}" for _, r in m.iterrows()}
+        lines.append(f"| {int(k['id'])} | {k['lineage']} | {k['backend']}/{k['dtype']} | "
+                     + " | ".join(by_type.get(t, "") for t in types)
+                     + f" | {int(m['missed'].sum())}/{int(m['n'].sum())} |")
+    lines += ["", "missed/n on the frozen test split at each row's operating point (binary: defects passed as good "
+              "at the val-calibrated threshold; multi-class: images given another class).", ""]
+    return lines
+
+
+def contention_section(part: pd.DataFrame) -> list[str]:
+    """Rows whose timing ran while other processes used the CPU: their speed figures are suspect."""
+    if "contention_cores" not in part or part.empty:
+        return []
+    bad = part[part["contention_cores"] > CONTENTION_MAX_CORES]
+    if bad.empty:
+        return []
+    rows = ", ".join(f"{int(r['id'])} {r['backend']}/{r['dtype']} ({r['contention_cores']:.2f} cores)" for _, r in bad.iterrows())
+    return [f"**Timed under contention** (other processes kept > {CONTENTION_MAX_CORES} cores busy during the timed "
+            f"phase; their latency and throughput are suspect, re-measure with `bench --force` on a quiet machine): {rows}.", ""]
+
+
 def build_report(store: Store, out: Path, *, device: str | None = None, dataset: str | None = None,
                  ids: list[int] | None = None, min_recall: float | None = None, by: str = "latency", title: str = "defectopt study") -> ReportResult:
-    from defectopt.store.queries import host_fingerprints
+    from defectopt.store.queries import host_fingerprints, missed_by_type
 
     out = Path(out)
     if out.suffix.lower() != ".md":
@@ -140,6 +175,7 @@ def build_report(store: Store, out: Path, *, device: str | None = None, dataset:
         lines += [f"## {ds_name} on {dev}", "", "### Tradeoff table", "",
                   "★ = on the recall-vs-latency Pareto frontier (nothing else is both at least as fast and at least as accurate).", "",
                   table.to_markdown(part, mark=True)]
+        lines += contention_section(part)
         if min_recall is not None:
             try:
                 choice = select_min_recall(part, min_recall, by=by)
@@ -160,6 +196,7 @@ def build_report(store: Store, out: Path, *, device: str | None = None, dataset:
             result.plots.append(png)
             lines += [f"![{y} vs {x}, {ds_name} on {dev}]({png.name})", ""]
         lines += ["### Deltas per technique", ""] + deltas_section(part)
+        lines += ["### Missed test defects by type", ""] + missed_section(part, missed_by_type(store, part["id"].unique().tolist()))
     lines += ["## Columns", "", "Every column comes from the `tradeoff` SQL view "
               "(`sqlite3 DB 'select * from tradeoff'`); speedups in this table are ratios of latencies "
               "measured in separate runs — `defectopt bench` measures head-to-head ratios interleaved in one run.", ""]

@@ -1,9 +1,9 @@
 """The `tradeoff` view (its SQL and column meanings, defined once) and the queries over it.
 
 The view turns the long `measurements` table (one row per metric) into one row per
-(model, device, backend, precision, threads): the answer table of the study. Migration 0003
-creates it from a frozen copy of `TRADEOFF_VIEW_SQL` (a test keeps the two equal until a later
-migration replaces the view); the README's column list is `TRADEOFF_COLUMNS`.
+(model, device, backend, precision, threads): the answer table of the study. Migration 0004
+creates it from a frozen copy of `TRADEOFF_VIEW_SQL` (a test keeps the newest migration's copy
+equal to it); the README's column list is `TRADEOFF_COLUMNS`.
 
 Conventions it relies on (bench writes them; see src/defectopt/metrics.py for the names):
 - the latest value of each (model, device, backend, precision, threads, batch size, metric) wins,
@@ -77,6 +77,7 @@ timed AS (
     MAX(CASE WHEN metric = 'cost_per_1m' AND batch_size = 1 THEN value END) AS cost_per_1m,
     MAX(CASE WHEN metric = 'roofline_fraction' THEN value END) AS roofline_fraction,
     MAX(CASE WHEN metric = 'speedup_vs_parent' AND batch_size = 1 THEN value END) AS speedup_vs_parent,
+    MAX(CASE WHEN metric = 'contention_cores' THEN value END) AS contention_cores,
     MAX(created_at) AS measured_at
   FROM latest
   GROUP BY model_id, device, backend, COALESCE(precision, ''), threads
@@ -112,14 +113,14 @@ grouped AS (
   SELECT tm.model_id, tm.device, tm.backend, tm.dtype, tm.threads,
     u.recall, u.recall_row_id, u.recall_ci_low, u.recall_ci_high, u.precision, u.f1, u.fnr, u.accuracy, u.auroc,
     tm.latency_ms, tm.throughput_ips, u.size_mb, u.param_count, u.gmacs, tm.peak_rss_mb, tm.cuda_peak_mb,
-    tm.cost_per_1m, tm.roofline_fraction, tm.speedup_vs_parent,
+    tm.cost_per_1m, tm.roofline_fraction, tm.speedup_vs_parent, tm.contention_cores,
     MAX(tm.measured_at, COALESCE(u.measured_at, tm.measured_at)) AS measured_at
   FROM timed tm LEFT JOIN untimed u ON u.model_id = tm.model_id AND u.device = tm.device
     AND u.backend = tm.backend AND COALESCE(u.dtype, '') = COALESCE(tm.dtype, '')
   UNION ALL
   SELECT u.model_id, u.device, u.backend, u.dtype, u.threads,
     u.recall, u.recall_row_id, u.recall_ci_low, u.recall_ci_high, u.precision, u.f1, u.fnr, u.accuracy, u.auroc,
-    NULL, NULL, u.size_mb, u.param_count, u.gmacs, NULL, NULL, NULL, NULL, NULL, u.measured_at
+    NULL, NULL, u.size_mb, u.param_count, u.gmacs, NULL, NULL, NULL, NULL, NULL, NULL, u.measured_at
   FROM untimed u
   WHERE NOT EXISTS (SELECT 1 FROM timed tm WHERE tm.model_id = u.model_id AND tm.device = u.device
     AND tm.backend = u.backend AND COALESCE(tm.dtype, '') = COALESCE(u.dtype, ''))
@@ -166,6 +167,7 @@ SELECT
   g.recall - tr.recall AS drecall_vs_teacher,
   g.recall - pr.recall AS drecall_vs_parent,
   g.recall_row_id, pr.recall_row_id AS parent_recall_row_id,
+  g.contention_cores,
   g.measured_at
 FROM grouped g
 JOIN models m ON m.id = g.model_id
@@ -221,6 +223,8 @@ TRADEOFF_COLUMNS: dict[str, str] = {
     "drecall_vs_parent": "recall - the parent's recall (same rule); `table` adds McNemar's p-value",
     "recall_row_id": "measurements.id of the recall row (its `extra` holds the per-image decisions)",
     "parent_recall_row_id": "measurements.id of the parent's recall row the delta was taken against",
+    "contention_cores": "most cores other processes (or VM steal) kept busy during any of the row's timed phases; "
+                        "`table` flags the row as contended above metrics.CONTENTION_MAX_CORES",
     "measured_at": "time of the newest measurement in the row",
 }
 
@@ -281,3 +285,31 @@ def host_fingerprints(store: Store, model_ids: list[int] | None = None) -> list[
                 seen.add(key)
                 out.append({"device": device, **host})
     return out
+
+
+def missed_by_type(store: Store, model_ids: list[int] | None = None) -> pd.DataFrame:
+    """Test images missed per defect type, from the newest `recall_type:<type>` rows.
+
+    Columns: id, device, backend, dtype, type, n (test images of the type), missed (of them not
+    caught: binary, passed as good; multi-class, given another class). Counts, not rates,
+    because a QA engineer asks "which defects would have shipped" and 1/20 and 5/100 differ.
+    """
+    from defectopt.metrics import RECALL_TYPE_PREFIX as prefix
+
+    sql = ("SELECT ms.model_id, ms.device, ms.backend, ms.precision, ms.metric, ms.value, "
+           "json_extract(ms.extra, '$.n') FROM measurements ms JOIN (SELECT MAX(id) AS id FROM measurements "
+           "WHERE batch_size = 0 AND metric LIKE :pat GROUP BY model_id, device, backend, COALESCE(precision, ''), metric) "
+           "newest ON newest.id = ms.id")
+    params: dict[str, Any] = {"pat": prefix + "%"}
+    if model_ids is not None:
+        sql += f" WHERE ms.model_id IN ({', '.join(str(int(i)) for i in model_ids) or 'NULL'})"
+    with store.engine.connect() as conn:
+        rows = conn.execute(text(sql + " ORDER BY ms.model_id, ms.device, ms.backend, ms.metric"), params).fetchall()
+    out = []
+    for model_id, device, backend, dtype, metric, value, n in rows:
+        if value is None or n is None:
+            continue
+        n = int(n)
+        out.append({"id": model_id, "device": device, "backend": backend, "dtype": dtype,
+                    "type": metric[len(prefix):], "n": n, "missed": n - round(float(value) * n)})
+    return pd.DataFrame(out, columns=["id", "device", "backend", "dtype", "type", "n", "missed"])
