@@ -148,3 +148,17 @@ def test_binary_report_uses_the_exact_interval_for_recall_and_precision():
     assert v["recall"] == 1.0 and v["recall_ci_low"] == pytest.approx(0.025 ** (1 / 32), abs=1e-9)
     assert v["fnr_ci_high"] == pytest.approx(1 - v["recall_ci_low"])
     assert v["precision_ci_low"] < 32 / 36 < v["precision_ci_high"]
+
+
+def test_threshold_choice_says_when_val_cannot_resolve_the_target():
+    """6 val defects: one miss is 0.167 of recall, so target 0.99 cannot allow any miss; 200 can."""
+    small = tm.choose_threshold(_logits_from_scores(np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.1])),
+                                np.array([1, 1, 1, 1, 1, 1, 0]), 0.99)
+    assert small.unresolved and small.val_recall == 1.0 and small.val_recall_resolution == pytest.approx(1 / 6)
+    assert "6 defects" in small.note() and "catches every val defect" in small.note()
+    rng = np.random.default_rng(0)
+    big = tm.choose_threshold(_logits_from_scores(rng.random(201)), np.array([1] * 200 + [0]), 0.99)
+    assert not big.unresolved and big.note() is None and big.val_recall == pytest.approx(0.99)
+    rep = tm.task_report(_logits_from_scores(np.array([0.9, 0.2])), np.array([1, 0]), task="binary", num_classes=2,
+                         threshold=small)
+    assert rep.extra["recall"]["val_unresolved"] is True and rep.extra["recall"]["val_recall_resolution"] == pytest.approx(1 / 6)

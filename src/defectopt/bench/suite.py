@@ -229,7 +229,7 @@ class _Rows:
                                       extra={**self._common, **(extra or {})}))
 
 
-def _task_rows(rows: _Rows, store: Store, artifact: Artifact, runner, opts: BenchOptions) -> tuple[float | None, dict]:
+def _task_rows(rows: _Rows, store: Store, artifact: Artifact, runner, opts: BenchOptions) -> tuple[float | None, dict, str | None]:
     from defectopt.data.catalog import get_dataset
 
     dataset = get_dataset(store, artifact.dataset_id)
@@ -247,7 +247,7 @@ def _task_rows(rows: _Rows, store: Store, artifact: Artifact, runner, opts: Benc
     common = {"dataset": dataset.name, "split": "test", "split_hash": dataset.split_hash}
     for name, value in report.values.items():
         rows.add(name, value, 0, {**common, **report.extra.get(name, {})})
-    return (threshold.threshold if threshold else None), report.values
+    return (threshold.threshold if threshold else None), report.values, (threshold.note() if threshold else None)
 
 
 def _efficiency_rows(rows: _Rows, runner, batch: int, opts: BenchOptions, threads: int, macs: float | None,
@@ -318,14 +318,17 @@ def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions
         common = {"format": artifact.format, "runner": {"settings": runner.settings, "derived_from": runner.derived_from}}
         rows = _Rows(artifact.id, run_id, opts.device, backend, runner.precision, threads, host, common)
         headline: dict[str, Any] = {"precision": runner.precision}
+        notes: list[str] = []  # one-line warnings the user sees with the outcome
         threshold = None
         if needs.task:
             if artifact.dataset_id is None:
                 headline["task"] = "no dataset: task metrics skipped"
             else:
                 step(f"model {artifact.id} [{backend}]: val/test predictions")
-                threshold, values = _task_rows(rows, store, artifact, runner, opts)
+                threshold, values, threshold_note = _task_rows(rows, store, artifact, runner, opts)
                 headline.update(recall=values.get("recall"), threshold=threshold)
+                if threshold_note:
+                    notes.append(threshold_note)
         macs = None
         if needs.static or needs.batches:
             macs, macs_source = model_macs(store, artifact, runner)
@@ -373,13 +376,12 @@ def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions
     native = runners_mod.native_backend(artifact.format) == backend
     _write(store, rows.items, artifact.id, opts, backend, threads, needs,
            threshold if (native and needs.task and artifact.dataset_id is not None) else _KEEP)
-    message = ""
     if contended:  # the rows are kept (they are flagged in `table`), but the user hears it now
         headline["contended"] = True
-        message = (f"timed under contention ({'; '.join(contended)}; limit {CONTENTION_MAX_CORES} cores): "
-                   "re-measure on a quiet machine with --force")
-    return BenchOutcome(artifact.id, backend, "measured", message, run_id, len(rows.items), time.perf_counter() - t0,
-                        headline)
+        notes.append(f"timed under contention ({'; '.join(contended)}; limit {CONTENTION_MAX_CORES} cores): "
+                     "re-measure on a quiet machine with --force")
+    return BenchOutcome(artifact.id, backend, "measured", "; ".join(notes), run_id, len(rows.items),
+                        time.perf_counter() - t0, headline)
 
 
 _KEEP = object()

@@ -131,6 +131,24 @@ class ThresholdChoice:
     target_recall: float
     val_defects: int
 
+    @property
+    def val_recall_resolution(self) -> float | None:
+        """How much one missed val defect moves val recall (1 / val defects)."""
+        return 1.0 / self.val_defects if self.val_defects else None
+
+    @property
+    def unresolved(self) -> bool:
+        """True when one val miss is already more than the target allows (1 - target): the
+        threshold then has to catch every val defect, and the target is not what was tuned."""
+        return self.val_defects > 0 and self.target_recall < 1.0 and 1.0 / self.val_defects > 1.0 - self.target_recall + 1e-12
+
+    def note(self) -> str | None:
+        """One line for the user when the val split cannot resolve the target, else None."""
+        if not self.unresolved:
+            return None
+        return (f"val has {self.val_defects} defects: one miss moves recall by {self.val_recall_resolution:.3f}, more than "
+                f"target {self.target_recall:g} allows, so the threshold catches every val defect")
+
 
 def choose_threshold(val_logits: np.ndarray, val_labels: np.ndarray, target_recall: float = 0.99) -> ThresholdChoice:
     """The highest defect-score threshold whose recall on val reaches `target_recall`.
@@ -297,7 +315,8 @@ def task_report(test_logits: np.ndarray, test_labels: np.ndarray, *, task: str, 
               "n_test": n, "test_defects": int((labels == 1).sum())}
         if threshold is not None:
             op.update(target_recall=threshold.target_recall, val_recall=threshold.val_recall,
-                      val_defects=threshold.val_defects)
+                      val_defects=threshold.val_defects, val_recall_resolution=threshold.val_recall_resolution,
+                      val_unresolved=threshold.unresolved)
         for key in ("recall", "precision", "f1", "fnr", "accuracy", "tp", "fn", "fp", "tn"):
             values[key] = at_thr[key]
             extra[key] = dict(op)
