@@ -147,6 +147,32 @@ def test_rerun_skips_finished_steps_and_resumes_after_a_failure(store, tmp_path)
     assert fake.calls == ["quantize", "bench"]  # resumed: the prune step is not redone
 
 
+def test_references_and_seed_repeats_are_trained_and_benched_but_not_built_on(store, tmp_path):
+    raw = load_tomllib(minimal_config(tmp_path))
+    raw["teacher"]["repeat_seeds"] = [1, 2]
+    raw["references"] = [{"model": "test_vit", "epochs": 1, "img_size": 32}]
+    raw["students"][0]["repeat_seeds"] = [1]
+    cfg = validate_config(raw)
+    fake = FakeCommands(store)
+    seen = []
+    result = Study(store, cfg, echo=lambda _: None, runner=lambda a: seen.append(a) or fake(a)).run()
+    # teacher x3 seeds, reference x1, students 2 alphas x 2 seeds, then prune + quantize of the main KD run only
+    assert fake.calls == ["finetune-teacher"] * 4 + ["distill"] * 4 + ["prune", "quantize", "bench"]
+    seeds = [a[a.index("--seed") + 1] for a in seen if a[0] == "finetune-teacher"]
+    assert seeds == ["0", "1", "2", "0"]
+    teacher = result.model_ids[0]
+    assert all(a[a.index("--teacher") + 1] == str(teacher) for a in seen if a[0] == "distill")
+    bench = next(a for a in seen if a[0] == "bench")
+    assert len(bench[bench.index("--ids") + 1].split(",")) == 10  # every model is benched
+    raw["teacher"]["repeat_seeds"] = "1"
+    with pytest.raises(DefectoptError, match="repeat_seeds"):
+        validate_config(raw)
+    raw["teacher"]["repeat_seeds"] = []
+    raw["references"] = [{"epochs": 1}]
+    with pytest.raises(DefectoptError, match=r"\[\[references\]\] #1 needs model"):
+        validate_config(raw)
+
+
 def load_tomllib(path):
     import tomllib
 

@@ -35,11 +35,17 @@ INTERRUPTED = 130  # exit code of a command stopped with Ctrl-C (it cleans up af
 SCHEMA: dict[str, dict[str, Any]] = {
     "study": {"name": "study", "data": None, "split_seed": 0, "seed": 0, "device": "auto", "pretrained": False,
               "img_size": None, "out": None, "quiet": False},
+    # repeat_seeds: extra training runs of the same recipe with these seeds, benched beside the
+    # main run (seed-to-seed spread) but never distilled from, pruned or quantized
     "teacher": {"model": None, "pretrained": None, "weights": None, "img_size": None, "epochs": 5, "batch_size": 32, "lr": None,
-                "options": {}},
+                "repeat_seeds": [], "options": {}},
+    # reference teachers: fine-tuned and benched with the same data and split, not distilled from
+    # (e.g. ViT-B/16 at 224 beside the teacher the students learn from)
+    "references": {"model": None, "pretrained": None, "weights": None, "img_size": None, "epochs": 5, "batch_size": 32,
+                   "lr": None, "repeat_seeds": [], "options": {}},
     "students": {"model": None, "alphas": [0.5, 0.0], "temperature": 4.0, "pretrained": None, "weights": None,
                  "img_size": None,
-                 "epochs": 5, "batch_size": 32, "lr": None, "options": {}},
+                 "epochs": 5, "batch_size": 32, "lr": None, "repeat_seeds": [], "options": {}},
     "prune": {"enabled": True, "from": ["kd"], "ratios": [0.5], "method": "structured", "finetune_epochs": 2,
               "kd_from_teacher": True, "options": {}},
     "quantize": {"enabled": True, "from": ["prune"], "methods": ["auto"], "backend": None,
@@ -48,7 +54,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "report": {"pareto": ["recall", "latency"], "min_recall": None, "by": "latency", "plot_x": "latency",
                "plot_y": "recall"},
 }
-GROUPS = ("teacher", "kd", "nokd", "students", "prune", "quantize")
+GROUPS = ("teacher", "references", "kd", "nokd", "students", "prune", "quantize")
+LIST_SECTIONS = ("references", "students")  # [[...]] arrays of tables
 
 
 # --- config ---------------------------------------------------------------------------------
@@ -97,12 +104,12 @@ def validate_config(raw: dict[str, Any], origin: str = "config") -> dict[str, An
         raise DefectoptError(f"pipeline config {origin}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SCHEMA)}")
     cfg: dict[str, Any] = {}
     for section in SCHEMA:
-        value = raw.get(section, [] if section == "students" else {})
-        if section == "students":
+        value = raw.get(section, [] if section in LIST_SECTIONS else {})
+        if section in LIST_SECTIONS:
             if isinstance(value, dict):
                 value = [value]
             if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-                raise DefectoptError(f"pipeline config {origin}: [[students]] must be tables")
+                raise DefectoptError(f"pipeline config {origin}: [[{section}]] must be tables")
             cfg[section] = [_check_keys(section, v, origin) for v in value]
         else:
             if not isinstance(value, dict):
@@ -112,9 +119,15 @@ def validate_config(raw: dict[str, Any], origin: str = "config") -> dict[str, An
         raise DefectoptError(f"pipeline config {origin}: [study] data = \"SPEC\" is required (e.g. synthetic:400)")
     if not cfg["teacher"]["model"]:
         raise DefectoptError(f"pipeline config {origin}: [teacher] model = \"ALIAS\" is required")
+    for section in LIST_SECTIONS:
+        for i, sec in enumerate(cfg[section]):
+            if not sec["model"]:
+                raise DefectoptError(f"pipeline config {origin}: [[{section}]] #{i + 1} needs model = \"ALIAS\"")
+    for sec in (cfg["teacher"], *cfg["references"], *cfg["students"]):
+        seeds = sec["repeat_seeds"]
+        if not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+            raise DefectoptError(f"pipeline config {origin}: repeat_seeds of {sec['model']} must be a list of integers, e.g. [1, 2]")
     for i, st in enumerate(cfg["students"]):
-        if not st["model"]:
-            raise DefectoptError(f"pipeline config {origin}: [[students]] #{i + 1} needs model = \"ALIAS\"")
         if not isinstance(st["alphas"], list) or not st["alphas"]:
             raise DefectoptError(f"pipeline config {origin}: [[students]] alphas must be a non-empty list, e.g. [0.5, 0.0]")
     for section, key in (("prune", "from"), ("quantize", "from")):
@@ -304,6 +317,7 @@ class Study:
         self.echo(f"study '{st['name']}' on {dataset.name} ({len(dataset.manifest)} images, {dataset.task}) — config: {self.origin}")
         teacher = self.teacher_step()
         self.groups["teacher"] = [teacher]
+        self.reference_steps()
         self.student_steps(teacher)
         self.prune_steps(teacher)
         self.quantize_steps()
@@ -311,12 +325,13 @@ class Study:
         outputs = self.outputs(dataset.name)
         return PipelineResult(self.origin, dataset.name, list(self.model_ids), self.steps, outputs, config=self.cfg)
 
-    def _common_train(self, sec: dict[str, Any]) -> list[str]:
+    def _common_train(self, sec: dict[str, Any], seed: int | None = None) -> list[str]:
         st = self.cfg["study"]
         pretrained = sec["pretrained"] if sec["pretrained"] is not None else st["pretrained"]
         img = sec["img_size"] or st["img_size"]
+        seed = st["seed"] if seed is None else seed
         args = ["--pretrained" if pretrained else "--no-pretrained", "--epochs", str(sec["epochs"]),
-                "--batch-size", str(sec["batch_size"]), "--seed", str(st["seed"]), "--device", str(st["device"]),
+                "--batch-size", str(sec["batch_size"]), "--seed", str(seed), "--device", str(st["device"]),
                 "--split-seed", str(st["split_seed"])]
         if img:
             args += ["--img-size", str(img)]
@@ -326,21 +341,38 @@ class Study:
             args += ["--lr", str(sec["lr"])]
         return args + option_args(sec["options"])
 
+    def _finetune(self, sec: dict[str, Any], what: str, seed: int | None = None) -> int:
+        args = ["finetune-teacher", "--model", sec["model"], "--data", self.cfg["study"]["data"],
+                *self._common_train(sec, seed)]
+        label = f"{what} {sec['model']}" + ("" if seed is None else f" (seed {seed})")
+        return self.model_step(label, args).model_ids[-1]
+
     def teacher_step(self) -> int:
         sec = self.cfg["teacher"]
-        args = ["finetune-teacher", "--model", sec["model"], "--data", self.cfg["study"]["data"], *self._common_train(sec)]
-        return self.model_step(f"teacher {sec['model']}", args).model_ids[-1]
+        teacher = self._finetune(sec, "teacher")
+        for seed in sec["repeat_seeds"]:  # spread only: the chain below starts from the main run
+            self._finetune(sec, "teacher", seed)
+        return teacher
+
+    def reference_steps(self) -> None:
+        for sec in self.cfg["references"]:
+            self.groups["references"].append(self._finetune(sec, "reference"))
+            for seed in sec["repeat_seeds"]:
+                self._finetune(sec, "reference", seed)
 
     def student_steps(self, teacher: int) -> None:
         for sec in self.cfg["students"]:
             for alpha in sec["alphas"]:
                 alpha = float(alpha)
                 kind = f"KD α{alpha:g}" if alpha > 0 else "no-KD"
-                args = ["distill", "--teacher", str(teacher), "--student", sec["model"], "--alpha", f"{alpha:g}",
-                        "--temperature", f"{float(sec['temperature']):g}", *self._common_train(sec)]
-                mid = self.model_step(f"student {sec['model']} [{kind}]", args).model_ids[-1]
-                self.groups["kd" if alpha > 0 else "nokd"].append(mid)
-                self.groups["students"].append(mid)
+                for seed in [None, *sec["repeat_seeds"]]:
+                    args = ["distill", "--teacher", str(teacher), "--student", sec["model"], "--alpha", f"{alpha:g}",
+                            "--temperature", f"{float(sec['temperature']):g}", *self._common_train(sec, seed)]
+                    label = f"student {sec['model']} [{kind}]" + ("" if seed is None else f" (seed {seed})")
+                    mid = self.model_step(label, args).model_ids[-1]
+                    if seed is None:  # the repeats measure spread; only the main run goes on
+                        self.groups["kd" if alpha > 0 else "nokd"].append(mid)
+                        self.groups["students"].append(mid)
 
     def _sources(self, refs: list[str]) -> list[int]:
         out: list[int] = []
