@@ -164,6 +164,15 @@ def test_references_and_seed_repeats_are_trained_and_benched_but_not_built_on(st
     assert all(a[a.index("--teacher") + 1] == str(teacher) for a in seen if a[0] == "distill")
     bench = next(a for a in seen if a[0] == "bench")
     assert len(bench[bench.index("--ids") + 1].split(",")) == 10  # every model is benched
+    # prune only the sources of the named aliases (the fake registers every model as test_resnet)
+    fake.calls.clear()
+    only_other = validate_config({**raw, "prune": {"from": ["kd"], "ratios": [0.4], "models": ["test_vit"]}})
+    Study(store, only_other, echo=lambda _: None, runner=fake).run()
+    assert "prune" not in fake.calls
+    fake.calls.clear()
+    only_this = validate_config({**raw, "prune": {"from": ["kd"], "ratios": [0.4], "models": "test_resnet"}})
+    Study(store, only_this, echo=lambda _: None, runner=fake).run()
+    assert fake.calls.count("prune") == 1
     raw["teacher"]["repeat_seeds"] = "1"
     with pytest.raises(DefectoptError, match="repeat_seeds"):
         validate_config(raw)

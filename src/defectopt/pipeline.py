@@ -27,7 +27,7 @@ from typing import Any
 from defectopt.errors import DefectoptError
 from defectopt.store.db import Store
 
-BUNDLED = ("default", "neu-det", "mvtec-ad", "dagm")
+BUNDLED = ("default", "neu-det", "mvtec-ad", "dagm", "study-neu-det", "study-mvtec-screw")
 STEP_KEY = "pipeline_step"
 INTERRUPTED = 130  # exit code of a command stopped with Ctrl-C (it cleans up after itself)
 
@@ -46,7 +46,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "students": {"model": None, "alphas": [0.5, 0.0], "temperature": 4.0, "pretrained": None, "weights": None,
                  "img_size": None,
                  "epochs": 5, "batch_size": 32, "lr": None, "repeat_seeds": [], "options": {}},
-    "prune": {"enabled": True, "from": ["kd"], "ratios": [0.5], "method": "structured", "finetune_epochs": 2,
+    # models: only the sources of these aliases (e.g. the best KD student), [] = every source
+    "prune": {"enabled": True, "from": ["kd"], "models": [], "ratios": [0.5], "method": "structured", "finetune_epochs": 2,
               "kd_from_teacher": True, "options": {}},
     "quantize": {"enabled": True, "from": ["prune"], "methods": ["auto"], "backend": None,
                  "max_recall_drop": None, "options": {}},
@@ -137,7 +138,7 @@ def validate_config(raw: dict[str, Any], origin: str = "config") -> dict[str, An
         if bad:
             raise DefectoptError(f"pipeline config {origin}: [{section}] from = {bad} ; use any of {', '.join(GROUPS)}")
         cfg[section][key] = refs
-    for section, key in (("prune", "ratios"), ("quantize", "methods"), ("bench", "devices"), ("bench", "backends"),
+    for section, key in (("prune", "ratios"), ("prune", "models"), ("quantize", "methods"), ("bench", "devices"), ("bench", "backends"),
                          ("bench", "batch_sizes")):
         if not isinstance(cfg[section][key], list):
             cfg[section][key] = [cfg[section][key]]
@@ -374,6 +375,12 @@ class Study:
                         self.groups["kd" if alpha > 0 else "nokd"].append(mid)
                         self.groups["students"].append(mid)
 
+    def _alias(self, model_id: int) -> str:
+        from defectopt.store.schema import Model
+
+        with self.store.session() as s:
+            return s.get(Model, model_id).alias
+
     def _sources(self, refs: list[str]) -> list[int]:
         out: list[int] = []
         for ref in refs:
@@ -388,6 +395,8 @@ class Study:
             return
         st = self.cfg["study"]
         for parent in self._sources(sec["from"]):
+            if sec["models"] and self._alias(parent) not in sec["models"]:
+                continue
             for ratio in sec["ratios"]:
                 args = ["prune", "--id", str(parent), "--ratio", f"{float(ratio):g}", "--method", sec["method"],
                         "--finetune-epochs", str(sec["finetune_epochs"]), "--seed", str(st["seed"]),
