@@ -5,9 +5,20 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from defectopt.cli.app import DbOption, QuietOption, app, console, err_console
+from defectopt.cli.output import FormatOption, check_format, emit
+from defectopt.report.listing import Column, Listing
+
+SUMMARY_COLUMNS = [
+    Column("id", numeric=True), Column("backend"), Column("precision"), Column("status"),
+    Column("recall", numeric=True), Column("threshold", numeric=True, optional=True),
+    Column("latency_ms", "latency ms (b1)", numeric=True), Column("throughput_ips", "img/s (largest b)", numeric=True),
+    Column("throughput_batch", "at b", numeric=True, optional=True),
+    Column("size_mb", "size MB", numeric=True), Column("peak_rss_mb", "peak RSS MB", numeric=True, optional=True),
+    Column("run_id", machine_only=True), Column("rows", machine_only=True), Column("seconds", machine_only=True),
+    Column("message", machine_only=True),
+]
 
 
 def _metrics_epilog() -> str:
@@ -40,6 +51,7 @@ def bench_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
     price_per_core_hour: Annotated[float, typer.Option("--price-per-core-hour", help="USD per CPU core-hour, for cost_per_1m on CPU.")] = 0.05,
     price_per_gpu_hour: Annotated[float, typer.Option("--price-per-gpu-hour", help="USD per GPU-hour, for cost_per_1m on CUDA.")] = 2.0,
+    fmt: FormatOption = "table",
     db: DbOption = None,
     quiet: QuietOption = False,
 ):
@@ -54,6 +66,9 @@ def bench_cmd(
     from defectopt.bench.timing import DEFAULT, QUICK
     from defectopt.store.db import open_store
 
+    fmt = check_format(fmt)
+    # md/csv/json summaries are for scripts: stdout then carries the summary alone, the log goes to stderr
+    log = console if fmt == "table" else err_console
     timing = QUICK if quick else DEFAULT
     if min_iters is not None:
         timing = replace(timing, min_iters=min_iters)
@@ -68,10 +83,13 @@ def bench_cmd(
     store = open_store(db)
     model_ids = suite.parse_ids(store, ids)
     if not model_ids:
-        console.print("no ready models to bench (see 'defectopt ls')")
+        log.print("no ready models to bench (see 'defectopt ls')")
+        if fmt != "table":
+            emit(console, fmt, summary_listing([]))
         return
-    outcomes = _run_with_progress(store, model_ids, opts, quiet)
-    _print_summary(outcomes)
+    outcomes = _run_with_progress(log, store, model_ids, opts, quiet)
+    if fmt != "table" or any(o.status == "measured" for o in outcomes):
+        emit(console, fmt, summary_listing(outcomes))
     code = suite.exit_code(outcomes)
     if code:
         from rich.markup import escape
@@ -98,18 +116,18 @@ def _print_outcome(target, o) -> None:
     target.print(text, style=style or None, markup=False, highlight=False, soft_wrap=True)
 
 
-def _run_with_progress(store, model_ids, opts, quiet):
+def _run_with_progress(log, store, model_ids, opts, quiet):
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from defectopt.bench import suite
 
-    if quiet or not console.is_terminal:
+    if quiet or not log.is_terminal:
         return suite.run_bench(store, model_ids, opts,
-                               step=lambda msg: None if quiet else console.print(msg, markup=False, highlight=False),
-                               on_outcome=lambda o: _print_outcome(console, o))
+                               step=lambda msg: None if quiet else log.print(msg, markup=False, highlight=False),
+                               on_outcome=lambda o: _print_outcome(log, o))
     with Progress(TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=console, transient=False) as progress:
+                  TextColumn("{task.description}"), console=log, transient=False) as progress:
         task = progress.add_task("", total=len(model_ids))
         done_models: set[int] = set()
 
@@ -123,22 +141,16 @@ def _run_with_progress(store, model_ids, opts, quiet):
                                on_outcome=on_outcome)
 
 
-def _print_summary(outcomes) -> None:
-    measured = [o for o in outcomes if o.status == "measured"]
-    if not measured:
-        return
-    table = Table(title="bench (this run)")
-    for col in ("id", "backend", "precision", "recall", "threshold", "latency ms (b1)", "img/s (largest b)", "size MB", "peak RSS MB"):
-        table.add_column(col, justify="right" if col not in ("backend", "precision") else "left")
-    for o in measured:
+def summary_listing(outcomes) -> Listing:
+    """This run's outcomes, one row per model and backend (failed and skipped ones too: their
+    message says why)."""
+    rows = []
+    for o in outcomes:
         h = o.headline
-        ips = [v for k, v in h.items() if k.startswith("ips@")]
-        table.add_row(str(o.model_id), o.backend, str(h.get("precision", "")), _fmt(h.get("recall")), _fmt(h.get("threshold")),
-                      _fmt(h.get("latency_ms")), _fmt(ips[-1] if ips else None), _fmt(h.get("size_mb")), _fmt(h.get("peak_rss_mb")))
-    console.print(table)
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return ""
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+        ips = [(int(k.removeprefix("ips@")), v) for k, v in h.items() if k.startswith("ips@")]
+        rows.append({"id": o.model_id, "backend": o.backend, "precision": h.get("precision"), "status": o.status,
+                     "recall": h.get("recall"), "threshold": h.get("threshold"), "latency_ms": h.get("latency_ms"),
+                     "throughput_ips": ips[-1][1] if ips else None, "throughput_batch": ips[-1][0] if ips else None,
+                     "size_mb": h.get("size_mb"), "peak_rss_mb": h.get("peak_rss_mb"), "run_id": o.run_id,
+                     "rows": o.rows, "seconds": o.seconds, "message": o.message})
+    return Listing(SUMMARY_COLUMNS, rows, title="bench (this run)")

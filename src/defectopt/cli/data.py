@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from defectopt.cli.app import DbOption, SkipBadOption, SplitSeedOption, console, data_app
+from defectopt.cli.output import emit
+from defectopt.report.listing import Column, Listing
 
 
 @data_app.command("synth")
@@ -44,20 +45,16 @@ def info(
 
     store = open_store(db)
     ds = resolve_dataset(store, spec, seed=split_seed, skip_bad_images=skip_bad_images)
-    # escape(): folder and class names are data; "[...]" in them must not be read as Rich markup
-    table = Table(title=escape(f"{ds.name}  ({ds.kind}, {ds.task}, {ds.num_classes} classes: {', '.join(ds.class_names)})"))
-    table.add_column("defect type / class")
-    for sp in SPLITS:
-        table.add_column(sp, justify="right")
-    table.add_column("total", justify="right")
-    totals = dict.fromkeys(SPLITS, 0)
+    columns = [Column("type", "defect type / class"), *(Column(sp, numeric=True) for sp in SPLITS), Column("total", numeric=True)]
+    rows, totals = [], dict.fromkeys(SPLITS, 0)
     for dtype, per in counts(ds.manifest).items():
-        table.add_row(escape(dtype), *[str(per[sp]) for sp in SPLITS], str(sum(per.values())))
+        rows.append({"type": dtype, **{sp: per[sp] for sp in SPLITS}, "total": sum(per.values())})
         for sp in SPLITS:
             totals[sp] += per[sp]
-    table.add_row("[bold]all", *[f"[bold]{totals[sp]}" for sp in SPLITS], f"[bold]{sum(totals.values())}")
-    console.print(table)
+    rows.append({"type": "all", **totals, "total": sum(totals.values())})
+    title = f"{ds.name}  ({ds.kind}, {ds.task}, {ds.num_classes} classes: {', '.join(ds.class_names)})"
+    emit(console, "table", Listing(columns, rows, title=title, row_styles=[None] * (len(rows) - 1) + ["bold"]))
     console.print(f"root {escape(str(ds.root))}")
-    console.print(f"frozen split: seed {ds.split_seed}, sha256 {ds.split_hash[:16]}…  (dataset id {ds.id})")
+    console.print(f"frozen split: seed {ds.split_seed}, sha256 {ds.split_hash}  (dataset id {ds.id})")
     if ds.skipped_bad_images:
         console.print(f"skipped {ds.skipped_bad_images} corrupt/empty images")

@@ -34,7 +34,7 @@ def pipeline_cmd(
         else:
             typer.echo(Path(config).read_text(encoding="utf-8"), nl=False)
         return
-    from defectopt.report import table as tbl
+    from defectopt.cli.report import print_tradeoff
     from defectopt.store.db import open_store
 
     cfg, origin = load_config(config)  # before opening the store: a bad config writes nothing
@@ -42,8 +42,8 @@ def pipeline_cmd(
                           echo=lambda t: console.print(t, markup=False, highlight=False))
     if result.frame is not None and len(result.frame):
         pareto = result.frame[result.frame["pareto"]]
-        tbl.print_table(console, tbl.to_rich(pareto, title=f"Pareto frontier ({result.dataset}): "
-                                               "no other model is both faster and better at recall"))
+        print_tradeoff(console, pareto, title=f"Pareto frontier ({result.dataset}): "
+                                              "no other model is both faster and better at recall")
         min_recall, by = result.config["report"]["min_recall"], result.config["report"]["by"]
         if min_recall is not None:
             from defectopt.errors import DefectoptError

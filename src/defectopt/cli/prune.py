@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from defectopt.cli.app import DbOption, QuietOption, SplitSeedOption, app, console
+from defectopt.cli.output import emit
+from defectopt.report.listing import Column, Listing
+
+SWEEP_COLUMNS = [
+    Column("id", numeric=True), Column("ratio", numeric=True), Column("method"), Column("gmacs", "GMACs", numeric=True),
+    Column("params_m", "params (M)", numeric=True), Column("macs_kept", "MACs kept", numeric=True),
+    Column("val_recall", "val recall", numeric=True), Column("notes", wrap=True),
+]
 
 
 @app.command("prune")
@@ -61,9 +68,7 @@ def prune_cmd(
 
     results = prune_models(open_store(db), model, wanted, opts, on_result=show)
     if len(results) > 1 or method == "unstructured":
-        table = Table(title=f"pruned from model {results[0].parent_id}")
-        for col in ("id", "ratio", "method", "GMACs", "params (M)", "MACs kept", "val recall", "notes"):
-            table.add_column(col, justify="right" if col not in ("method", "notes") else "left")
+        rows = []
         for r in results:
             notes = ""
             if "sparsity" in r.extra:
@@ -71,7 +76,7 @@ def prune_cmd(
                          f"{r.extra['compressed_bytes'] / 1e6:.1f} MB zipped; no speedup (dense kernels)")
             elif r.extra.get("heads"):
                 notes = f"heads/block {r.extra['heads'][0]}"
-            recall = f"{r.best_val['recall']:.3f}" if r.best_val else ""
-            table.add_row(str(r.model_id), f"{r.ratio:g}", r.method, f"{r.macs_after / 1e9:.3f}",
-                          f"{r.params_after / 1e6:.2f}", f"{r.macs_after / r.macs_before:.0%}", recall, notes)
-        console.print(table)
+            rows.append({"id": r.model_id, "ratio": f"{r.ratio:g}", "method": r.method, "gmacs": f"{r.macs_after / 1e9:.3f}",
+                         "params_m": f"{r.params_after / 1e6:.2f}", "macs_kept": f"{r.macs_after / r.macs_before:.0%}",
+                         "val_recall": f"{r.best_val['recall']:.3f}" if r.best_val else "", "notes": notes})
+        emit(console, "table", Listing(SWEEP_COLUMNS, rows, title=f"pruned from model {results[0].parent_id}"))

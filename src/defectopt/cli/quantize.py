@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from defectopt.cli.app import DbOption, QuietOption, app, console
+from defectopt.cli.output import emit
+from defectopt.report.listing import Column, Listing
 
 _HELP_METHOD = ("dynamic (torch INT8 Linear), static (INT8 with calibration), bf16, fp16 (CUDA only), "
                 "qat (fake-quant fine-tuning -> INT8), auto (PTQ -> mixed precision -> QAT within --max-recall-drop)")
@@ -63,12 +64,11 @@ def quantize_cmd(
 
 
 def _print_sensitivity(rows) -> None:
-    table = Table(title="quantization sensitivity (one layer group quantized at a time, val split)")
-    for col in ("rank", "layer", "val recall drop", "logit error (rel. RMS)", "margin corr"):
-        table.add_column(col, justify="left" if col == "layer" else "right")
-    for r in rows:
-        table.add_row(str(r["rank"]), r["layer"], f"{r['recall_drop']:+.4f}", f"{r['logit_error']:.6f}", f"{r['margin_corr']:.4f}")
-    console.print(table)
+    columns = [Column("rank", numeric=True), Column("layer"), Column("recall_drop", "val recall drop", numeric=True),
+               Column("logit_error", "logit error (rel. RMS)", numeric=True), Column("margin_corr", "margin corr", numeric=True)]
+    cells = [{"rank": r["rank"], "layer": r["layer"], "recall_drop": f"{r['recall_drop']:+.4f}",
+              "logit_error": f"{r['logit_error']:.6f}", "margin_corr": f"{r['margin_corr']:.4f}"} for r in rows]
+    emit(console, "table", Listing(columns, cells, title="quantization sensitivity (one layer group quantized at a time, val split)"))
 
 
 def _print_results(store, out) -> None:
@@ -76,31 +76,28 @@ def _print_results(store, out) -> None:
 
     parent = get_row(store, out.parent_id)
     base = out.results[0].fidelity["parent_val_recall"] if out.results else float("nan")
-    table = Table(title=f"quantized from model {out.parent_id} ({parent.alias}, {(parent.size_bytes or 0) / 1e6:.2f} MB, "
-                        f"val recall {base:.3f})")
-    for col in ("id", "label", "backend", "prec.", "val recall", "drop", "margin corr", "MB", "smaller", ""):
-        table.add_column(col, justify="right" if col not in ("label", "backend", "prec.", "") else "left")
+    columns = [Column("id", numeric=True), Column("label"), Column("backend"), Column("precision", "prec."),
+               Column("val_recall", "val recall", numeric=True), Column("drop", numeric=True),
+               Column("margin_corr", "margin corr", numeric=True, optional=True), Column("mb", "MB", numeric=True),
+               Column("smaller", numeric=True, optional=True), Column("chosen", "")]
+    rows = []
     for r in out.results:
         row = get_row(store, r.model_id)
         f = r.fidelity
         ratio = (parent.size_bytes or 0) / row.size_bytes if row.size_bytes else 0.0
-        mark = "chosen" if out.chosen is not None and out.chosen.model_id == r.model_id and len(out.results) > 1 else ""
-        table.add_row(
-            str(r.model_id), r.label, f.get("backend", r.backend), f.get("precision", ""),
-            f"{f['val_recall']:.3f}", f"{f['recall_drop']:+.4f}", f"{f['margin_corr']:.4f}",
-            f"{(row.size_bytes or 0) / 1e6:.2f}", f"{ratio:.1f}x", mark,
-        )
-    console.print(table)
+        chosen = out.chosen is not None and out.chosen.model_id == r.model_id and len(out.results) > 1
+        rows.append({"id": r.model_id, "label": r.label, "backend": f.get("backend", r.backend), "precision": f.get("precision", ""),
+                     "val_recall": f"{f['val_recall']:.3f}", "drop": f"{f['recall_drop']:+.4f}", "margin_corr": f"{f['margin_corr']:.4f}",
+                     "mb": f"{(row.size_bytes or 0) / 1e6:.2f}", "smaller": f"{ratio:.1f}x", "chosen": "chosen" if chosen else ""})
+    title = (f"quantized from model {out.parent_id} ({parent.alias}, {(parent.size_bytes or 0) / 1e6:.2f} MB, "
+             f"val recall {base:.3f})")
+    emit(console, "table", Listing(columns, rows, title=title))
 
 
 def _print_speed(speed) -> None:
-    table = Table(title="speed cost of --keep-fp (batch 1, interleaved in one process, same runtime)")
-    table.add_column("model")
-    table.add_column("ms/image", justify="right")
-    for key, value in speed.items():
-        if key.endswith("_ms"):
-            table.add_row(key.removesuffix("_ms"), f"{value:.3f}")
-    console.print(table)
+    rows = [{"model": key.removesuffix("_ms"), "ms": f"{value:.3f}"} for key, value in speed.items() if key.endswith("_ms")]
+    emit(console, "table", Listing([Column("model"), Column("ms", "ms/image", numeric=True)], rows,
+                                   title="speed cost of --keep-fp (batch 1, interleaved in one process, same runtime)"))
     console.print(f"full INT8 is {_times(speed['int8_speedup_vs_fp32'])} than FP32; mixed precision is "
                   f"{_times(speed['mixed_speedup_vs_fp32'])} than FP32 and {_times(1 / speed['mixed_cost_vs_int8'])} "
                   "than full INT8", highlight=False)

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from defectopt.cli.app import DbOption, app, console
+from defectopt.cli.output import FormatOption, check_format
 
 DeviceFilter = Annotated[Optional[str], typer.Option("--device", help="Only rows measured on this device (cpu, cuda).")]
 DatasetFilter = Annotated[Optional[str], typer.Option("--dataset", help="Only models of this dataset (its name, see 'defectopt ls').")]
@@ -25,7 +26,7 @@ def table_cmd(
         "--min-recall", help="Answer: the fastest (or --by size) model whose recall 95% CI lower bound is >= X.")] = None,
     by: Annotated[str, typer.Option("--by", help="What --min-recall minimizes: latency | size.")] = "latency",
     sort: Annotated[Optional[str], typer.Option("--sort", help="Sort by a column or metric (best first), e.g. latency, recall, size_mb.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="rich | md | csv | json.")] = "rich",
+    fmt: FormatOption = "table",
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the table to this file (atomically) instead of the terminal.")] = None,
     db: DbOption = None,
 ):
@@ -35,8 +36,7 @@ def table_cmd(
     from defectopt.report.pareto import pareto_mask, select_min_recall
     from defectopt.store.db import open_store
 
-    if fmt not in tbl.FORMATS:
-        raise DefectoptError(f"unknown --format '{fmt}'; choose one of {', '.join(tbl.FORMATS)}")
+    fmt = check_format(fmt)
     if mark and not pareto:
         raise DefectoptError("--mark needs --pareto A B")
     frame = tbl.load_table(open_store(db), device=device, dataset=dataset)
@@ -50,13 +50,12 @@ def table_cmd(
     if out is not None:
         tbl.write_atomic(out, tbl.render(frame, fmt, mark=mark))
         console.print(f"wrote {len(frame)} rows to {out}")
-    elif fmt == "rich":
+    elif fmt == "table":
         title = "tradeoff" + (f" — Pareto frontier of {pareto[0]} vs {pareto[1]}" if pareto else "")
         if frame.empty:
             console.print("no benchmarked models match; run 'defectopt bench' (see 'defectopt ls')")
         else:
-            tbl.print_table(console, tbl.to_rich(frame, title=title, mark=mark,
-                                                 highlight_id=int(choice.row["id"]) if choice else None))
+            print_tradeoff(console, frame, title=title, mark=mark, highlight_id=int(choice.row["id"]) if choice else None)
     else:
         typer.echo(tbl.render(frame, fmt, mark=mark), nl=False)
     if choice is not None:
@@ -68,6 +67,18 @@ def table_cmd(
             f"row(s) with recall CI lower bound ≥ {min_recall:g}",
             highlight=False,
         )
+
+
+def print_tradeoff(console, frame, *, title: str, mark: bool = False, highlight_id: int | None = None) -> None:
+    """The tradeoff rows as a terminal table (two-line cells), or plain aligned text off a terminal."""
+    from defectopt.report import table as tbl
+    from defectopt.report.listing import print_terminal
+
+    if console.is_terminal:
+        print_terminal(console, tbl.terminal_listing(frame, title=title, mark=mark, highlight_id=highlight_id))
+    else:
+        console.file.write(tbl.to_plain(frame, title=title, mark=mark))
+        console.file.flush()
 
 
 @app.command("plot")

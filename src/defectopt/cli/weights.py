@@ -6,9 +6,20 @@ from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from defectopt.cli.app import console, weights_app
+from defectopt.cli.output import FormatOption, check_format, emit
+from defectopt.report.listing import Column, Listing
+
+WEIGHTS_COLUMNS = [
+    Column("name"), Column("timm_name", "timm name"), Column("mapping", optional=True),
+    Column("normalization", "norm"), Column("input_size", "input", numeric=True, optional=True),
+    Column("sanity", optional=True, text=lambda v, _r: f"{v['hits']}/{v['photos']}"),
+    Column("source", wrap=True),
+    # the table shows a git-style 12-digit prefix; csv/json carry the whole digest
+    Column("source_sha256", "source sha256", optional=True, text=lambda v, _r: v[:12]),
+    Column("sha256", machine_only=True), Column("path", machine_only=True),
+]
 
 
 @weights_app.command("import")
@@ -34,16 +45,16 @@ def import_cmd(
 
 
 @weights_app.command("ls")
-def ls_cmd():
+def ls_cmd(fmt: FormatOption = "table"):
     """Imported weights: name, architecture, mapping, normalization, source and its sha256."""
     from defectopt.models.weights import list_imported
 
-    table = Table(title="imported weights")
-    for col in ("name", "timm name", "mapping", "norm", "input", "sanity", "source", "source sha256"):
-        table.add_column(col)
+    fmt = check_format(fmt)
+    rows = []
     for w in list_imported():
         s = w.sidecar
         photos = s["imagenet_check"]["candidates"][s["normalization"]]["photos"]
-        table.add_row(escape(w.name), s["timm_name"], s["mapping"], s["normalization"], str(s["input_size"]),
-                      f"{sum(p['hit'] for p in photos.values())}/{len(photos)}", escape(s["source"]), s["source_sha256"][:12])
-    console.print(table)
+        rows.append({"name": w.name, "timm_name": s["timm_name"], "mapping": s["mapping"], "normalization": s["normalization"],
+                     "input_size": s["input_size"], "sanity": {"hits": sum(p["hit"] for p in photos.values()), "photos": len(photos)},
+                     "source": s["source"], "source_sha256": s["source_sha256"], "sha256": s.get("sha256"), "path": w.path})
+    emit(console, fmt, Listing(WEIGHTS_COLUMNS, rows))

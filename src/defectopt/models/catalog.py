@@ -70,7 +70,7 @@ def list_models(store: Store) -> list[dict[str, Any]]:
         for r in rows:
             parent = s.get(Model, r.parent_id) if r.parent_id else None
             out.append({
-                "id": r.id, "alias": r.alias, "status": r.status, "img_size": r.img_size,
+                "id": r.id, "alias": r.alias, "status": r.status, "img_size": r.img_size, "parent_id": r.parent_id,
                 "lineage": f"← {parent.id} {parent.alias}" if parent else "",
                 "chain": lineage(s, r),
                 "technique": r.technique.name if r.technique else None,

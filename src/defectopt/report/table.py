@@ -2,14 +2,14 @@
 
 `load_table()` reads the `tradeoff` view and adds, per row with a parent, McNemar's paired
 test of its recall against the parent's on the same test images (`p_vs_parent`, with the
-discordant counts). Renderings: a Rich table for the terminal, Markdown, CSV and JSON. CSV/JSON
-carry the raw numbers of every shown column; Rich/Markdown carry formatted text.
+discordant counts). Renderings (through `defectopt.report.listing`): a terminal table with
+two-line cells, plain aligned text, Markdown, CSV and JSON. CSV/JSON carry the raw numbers of
+every shown column plus every other column the view returns; the others carry formatted text.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import tempfile
@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from defectopt.errors import DefectoptError
-from defectopt.report import stats
+from defectopt.report import listing, stats
+from defectopt.report.listing import Column, Listing
 from defectopt.store.db import Store
 
 # (column, header, kind): kind picks the text formatting of Rich/Markdown cells.
@@ -46,7 +47,7 @@ DISPLAY_COLUMNS: list[tuple[str, str, str]] = [
 # Extra raw columns machine formats keep beside the shown ones.
 RAW_EXTRA = ["alias", "dataset", "parent_id", "teacher_id", "threads", "recall_ci_low", "recall_ci_high",
              "p_vs_parent", "mcnemar_b", "mcnemar_c", "mcnemar_method"]
-FORMATS = ("rich", "md", "csv", "json")
+FORMATS = ("table", "md", "csv", "json")
 
 
 def load_table(store: Store, *, device: str | None = None, dataset: str | None = None,
@@ -138,129 +139,88 @@ def format_cell(row: pd.Series, col: str, kind: str) -> str:
     return str(v)
 
 
-def display_rows(frame: pd.DataFrame, *, mark: bool = False) -> tuple[list[str], list[list[str]]]:
-    headers = [h for _, h, _ in DISPLAY_COLUMNS]
-    if mark:
-        headers = ["pareto", *headers]
-    rows = []
-    for _, row in frame.iterrows():
-        cells = [format_cell(row, col, kind) for col, _, kind in DISPLAY_COLUMNS]
-        if mark:
-            cells = ["★" if bool(row.get("pareto")) else "", *cells]
-        rows.append(cells)
-    return headers, rows
+def tradeoff_listing(frame: pd.DataFrame, *, mark: bool = False) -> Listing:
+    """Every row with the shown columns (formatted text for md/plain) and, for CSV/JSON, the raw
+    numbers of those plus the extras and any other column the view returns."""
+    columns = [Column("pareto", numeric=False, text=_star)] if mark else []
+    columns += [Column(col, header, numeric=kind != "text", text=_formatter(col, kind)) for col, header, kind in DISPLAY_COLUMNS]
+    shown = {c.key for c in columns}
+    extras = [c for c in RAW_EXTRA if c in frame.columns] + [c for c in frame.columns if c not in RAW_EXTRA]
+    columns += [Column(c, machine_only=True) for c in extras if c not in shown and (c != "pareto" or mark)]
+    return Listing(columns, frame.to_dict("records"))
 
 
-# --- renderings -----------------------------------------------------------------------------
+def _star(value, _row) -> str:
+    return "★" if not _missing(value) and bool(value) else ""
+
+
+def _formatter(col: str, kind: str):
+    return lambda _value, row: format_cell(row, col, kind)
+
 
 # The terminal table packs the same columns into two-line cells so it fits ~150 columns; the
 # technique is visible as the last step of the lineage (md/csv/json keep a technique column).
-RICH_COLUMNS: list[tuple[str, str]] = [
-    ("id", "id"), ("lineage", "lineage"), ("runtime", "device\nbackend dtype"),
-    ("batch", "batch"), ("recall", "recall\n[95% CI]"), ("precision", "prec."), ("f1", "F1"), ("fnr", "FNR"),
-    ("latency_ms", "latency\nms p50"), ("throughput_ips", "img/s"), ("size_mb", "size\nMB"), ("peak_mb", "peak\nMB"),
-    ("cost_per_1m", "$ per\n1M img"), ("speedup_vs_teacher", "speedup\nvs teacher"),
-    ("drecall_vs_teacher", "Δrecall\nvs teacher"), ("drecall_vs_parent", "Δrecall vs\nparent (p)"),
+# Optional columns are the first to go on a narrower terminal.
+TERMINAL_COLUMNS: list[tuple[str, str, bool]] = [
+    ("id", "id", False), ("lineage", "lineage", False), ("runtime", "device\nbackend dtype", False),
+    ("batch", "batch", True), ("recall", "recall\n[95% CI]", False), ("precision", "prec.", True), ("f1", "F1", True),
+    ("fnr", "FNR", True), ("latency_ms", "latency\nms p50", False), ("throughput_ips", "img/s", True),
+    ("size_mb", "size\nMB", False), ("peak_mb", "peak\nMB", True), ("cost_per_1m", "$ per\n1M img", True),
+    ("speedup_vs_teacher", "speedup\nvs teacher", True), ("drecall_vs_teacher", "Δrecall\nvs teacher", True),
+    ("drecall_vs_parent", "Δrecall vs\nparent (p)", False),
 ]
 
 
-def _rich_cell(row: pd.Series, col: str) -> str:
+def _terminal_cell(row, col: str) -> str:
     kinds = {c: k for c, _, k in DISPLAY_COLUMNS}
     if col == "runtime":
         return f"{row['device']}\n{row['backend']} {row['dtype'] if not _missing(row['dtype']) else ''}".rstrip()
     if col == "recall":
-        text = format_cell(row, col, "recall")
-        return text.replace(" [", "\n[")
+        return format_cell(row, col, "recall").replace(" [", "\n[")
     if col == "drecall_vs_parent":
         return format_cell(row, col, "delta_p").replace(" (", "\n(")
     return format_cell(row, col, kinds[col])
 
 
-def to_rich(frame: pd.DataFrame, *, title: str = "tradeoff", mark: bool = False, highlight_id: int | None = None):
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=title, show_lines=True)
-    if mark:
-        table.add_column("pareto", justify="center", no_wrap=True)
-    for col, header in RICH_COLUMNS:
-        wraps = col == "lineage"
-        table.add_column(header, justify="left" if wraps or col == "runtime" else "right", no_wrap=not wraps,
-                         min_width=30 if wraps else None)
-    for _, row in frame.iterrows():
-        cells = [_rich_cell(row, col) for col, _ in RICH_COLUMNS]
-        if mark:
-            cells = ["★" if bool(row.get("pareto")) else "", *cells]
-        style = "bold green" if highlight_id is not None and int(row["id"]) == highlight_id else None
-        # Text, not markup: lineage labels such as "[no-KD]" look like Rich style tags
-        table.add_row(*(Text(c) for c in cells), style=style)
-    return table
-
-
-def print_table(console, table) -> None:
-    """Print a Rich table at its natural width even on a narrower terminal: overflowing lines
-    read better than cells squeezed to ellipses."""
-    from rich.measure import Measurement
-
-    fit = Measurement.get(console, console.options.update_width(10_000), table)
-    if fit.minimum <= console.width:
-        console.print(table)
-        return
-    needed = min(fit.maximum, fit.minimum + 20)  # the 20 go to the lineage column (it wraps)
-    if needed <= console.width:
-        console.print(table)
-        return
-    saved = console.width
-    console.width = needed  # print(width=) cannot exceed the console's own width
-    try:
-        console.print(table, crop=False)
-    finally:
-        console.width = saved
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def terminal_listing(frame: pd.DataFrame, *, title: str = "tradeoff", mark: bool = False,
+                     highlight_id: int | None = None) -> Listing:
+    columns = [Column("pareto", text=_star)] if mark else []
+    columns += [Column(col, header, numeric=col not in ("lineage", "runtime"), wrap=col == "lineage", optional=optional,
+                       text=(lambda c: lambda _v, row: _terminal_cell(row, c))(col))
+                for col, header, optional in TERMINAL_COLUMNS]
+    rows = frame.to_dict("records")
+    styles = ["bold green" if highlight_id is not None and int(r["id"]) == highlight_id else None for r in rows]
+    return Listing(columns, rows, title=title, row_styles=styles, show_lines=True)
 
 
 def to_markdown(frame: pd.DataFrame, *, mark: bool = False) -> str:
-    headers, rows = display_rows(frame, mark=mark)
-    lines = ["| " + " | ".join(_md_escape(h) for h in headers) + " |",
-             "|" + "|".join("---" if h in ("lineage", "technique", "device", "backend", "dtype", "pareto") else "---:" for h in headers) + "|"]
-    lines += ["| " + " | ".join(_md_escape(c) for c in cells) + " |" for cells in rows]
-    return "\n".join(lines) + "\n"
-
-
-def machine_frame(frame: pd.DataFrame, *, mark: bool = False) -> pd.DataFrame:
-    cols = [c for c, _, _ in DISPLAY_COLUMNS] + [c for c in RAW_EXTRA if c in frame.columns]
-    if mark and "pareto" in frame.columns:
-        cols = ["pareto", *cols]
-    return frame[[c for c in cols if c in frame.columns]]
+    return listing.to_markdown(tradeoff_listing(frame, mark=mark))
 
 
 def to_csv(frame: pd.DataFrame, *, mark: bool = False) -> str:
-    return machine_frame(frame, mark=mark).to_csv(index=False)
+    return listing.to_csv(tradeoff_listing(frame, mark=mark))
 
 
 def to_json(frame: pd.DataFrame, *, mark: bool = False) -> str:
-    records = json.loads(machine_frame(frame, mark=mark).to_json(orient="records"))
-    return json.dumps(records, indent=2, ensure_ascii=False) + "\n"
+    return listing.to_json(tradeoff_listing(frame, mark=mark))
+
+
+def to_plain(frame: pd.DataFrame, *, title: str | None = None, mark: bool = False) -> str:
+    table = tradeoff_listing(frame, mark=mark)
+    table.title = title
+    return listing.to_plain(table)
 
 
 def render(frame: pd.DataFrame, fmt: str, *, mark: bool = False) -> str:
-    """Text of the table in md, csv or json (Rich renders to the console instead)."""
+    """Text of the table in table (plain aligned text, every cell whole), md, csv or json."""
     if fmt == "md":
         return to_markdown(frame, mark=mark)
     if fmt == "csv":
         return to_csv(frame, mark=mark)
     if fmt == "json":
         return to_json(frame, mark=mark)
-    if fmt == "rich":
-        from rich.console import Console
-
-        with open(os.devnull, "w") as sink:
-            console = Console(record=True, width=240, file=sink)
-            print_table(console, to_rich(frame, mark=mark))
-        return console.export_text()
+    if fmt in ("table", "rich"):
+        return to_plain(frame, title="tradeoff", mark=mark)
     raise DefectoptError(f"unknown --format '{fmt}'; choose one of {', '.join(FORMATS)}")
 
 
