@@ -20,7 +20,8 @@ FORMATS = ("table", "md", "csv", "json")
 ALIASES = {"rich": "table"}
 
 FormatOption = Annotated[str, typer.Option(
-    "--format", help="table (a terminal table; plain aligned text through a pipe) | md | csv | json (keys: see README).")]
+    "--format", help="table (a terminal table; plain aligned text through a pipe) | md | csv | json (keys: see README).",
+    autocompletion=lambda: list(FORMATS))]
 
 
 def check_format(fmt: str, allowed: Sequence[str] = FORMATS) -> str:
