@@ -206,8 +206,9 @@ def fit_widths(columns: list[Column], cells: list[list[str]], width: int, overhe
 
     Columns give up width in steps, each step only when the one before is not enough: headers
     wrap at spaces; free-text cells wrap at spaces; optional columns are dropped (last first);
-    free text folds inside long words down to FOLD_FLOOR. IDs, aliases and numbers keep their
-    widest cell. Within a step the excess comes from the columns with the most room first.
+    free text folds inside long words down to FOLD_FLOOR, if that makes it fit (otherwise the
+    table is printed wider with words whole). IDs, aliases and numbers keep their widest cell.
+    Within a step the excess comes from the columns with the most room first.
     """
     heads = [c.title for c in columns]
     body = [[row[i] for row in cells] for i in range(len(columns))]
@@ -224,7 +225,10 @@ def fit_widths(columns: list[Column], cells: list[list[str]], width: int, overhe
         keep.remove(optional.pop())
     widths = {i: natural[i] for i in keep}
     excess = sum(widths.values()) + overhead(len(keep)) - width
-    for floors in (whole_cells, wrap_floor, fold_floor):
+    passes = [whole_cells, wrap_floor]
+    if sum(fold_floor[i] for i in keep) + overhead(len(keep)) <= width:
+        passes.append(fold_floor)  # folding inside words only where it makes the table fit
+    for floors in passes:
         while excess > 0:
             shrinkable = [i for i in keep if widths[i] > floors[i]]
             if not shrinkable:
