@@ -28,13 +28,15 @@ BUSY_TIMEOUT_MS = 60_000
 
 
 def migrations_dir() -> Path:
-    # src/defectopt/store/db.py -> repository root /migrations (the design card's top level).
+    """The Alembic folder: the repository's top-level `migrations/` in a source checkout or an
+    editable install, else the copy a wheel ships as `defectopt/migrations`."""
     here = Path(__file__).resolve()
     for parent in here.parents:
         cand = parent / "migrations"
-        if (cand / "env.py").is_file():
+        if (cand / "env.py").is_file() and (cand / "versions").is_dir():
             return cand
-    raise DefectoptError("cannot find the Alembic 'migrations' folder; reinstall defectopt with 'pip install -e .'")
+    raise DefectoptError("cannot find the Alembic migrations (neither the repository's migrations/ nor the "
+                         "wheel's defectopt/migrations); reinstall defectopt")
 
 
 def _alembic_config(url: str):
