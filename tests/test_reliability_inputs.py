@@ -200,6 +200,9 @@ CASES = [
     # --- distill
     ("distill-unknown-teacher-id", ["distill", "--teacher", "4242", "--student", "test_resnet", "--no-pretrained",
                                     "--epochs", "1"], ["4242"]),
+    # the teacher is checked before the (new) dataset's row is written
+    ("distill-unknown-teacher-id-new-data", ["distill", "--teacher", "4242", "--student", "test_resnet", "--data",
+                                             "synthetic:40", "--no-pretrained", "--epochs", "1"], ["4242"]),
     ("distill-teacher-not-ready", ["distill", "--teacher", "{running}", "--student", "test_resnet", "--no-pretrained",
                                    "--epochs", "1"], ["{running}", "running"]),
     ("distill-unknown-student", ["distill", "--teacher", "{teacher}", "--student", "mobilenet_v99", "--no-pretrained",
@@ -267,6 +270,12 @@ CASES = [
 ]
 
 CUDA_CASES = {c[0] for c in CASES if c[0].endswith("cuda-absent") or "without-cuda" in c[0]}
+
+
+@pytest.mark.skipif(CUDA, reason="a CUDA device is present: 'CUDA requested with none present' cannot be staged")
+def test_bench_refuses_an_absent_device_even_with_nothing_to_bench(tmp_path):
+    result = run_cli(["bench", "--ids", "all", "--device", "cuda", "--db", str(tmp_path / "empty.sqlite")])
+    assert_user_error(result, "cuda", "no CUDA device")
 
 
 def test_catalogue_is_big_enough():

@@ -408,11 +408,8 @@ def _write(store: Store, items: list[Measurement], model_id: int, opts: BenchOpt
             row.threshold = threshold
 
 
-def run_bench(store: Store, ids: list[int], opts: BenchOptions, *,
-              on_start: Callable[[int], None] = lambda n: None,
-              step: Callable[[str], None] = lambda _: None,
-              on_outcome: Callable[[BenchOutcome], None] = lambda o: None) -> list[BenchOutcome]:
-    """Bench every model id; a failing model is reported and the others continue."""
+def validate_options(opts: BenchOptions) -> None:
+    """Every check of the options, before anything is read or written (also for an empty --ids)."""
     if opts.device not in ("cpu", "cuda"):
         raise DefectoptError(f"--device takes cpu or cuda, got '{opts.device}'")
     if opts.backend not in BACKEND_CHOICES:
@@ -426,6 +423,14 @@ def run_bench(store: Store, ids: list[int], opts: BenchOptions, *,
         raise DefectoptError(f"--target-recall must be in (0, 1], got {opts.target_recall}")
     if opts.threads is not None and opts.threads < 1:
         raise DefectoptError(f"--threads must be >= 1, got {opts.threads}")
+
+
+def run_bench(store: Store, ids: list[int], opts: BenchOptions, *,
+              on_start: Callable[[int], None] = lambda n: None,
+              step: Callable[[str], None] = lambda _: None,
+              on_outcome: Callable[[BenchOutcome], None] = lambda o: None) -> list[BenchOutcome]:
+    """Bench every model id; a failing model is reported and the others continue."""
+    validate_options(opts)
     host = fingerprint()
     peaks_cache: dict = {}
     outcomes: list[BenchOutcome] = []

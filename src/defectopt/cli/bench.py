@@ -80,6 +80,7 @@ def bench_cmd(
         seed=seed, price_per_core_hour=price_per_core_hour, price_per_gpu_hour=price_per_gpu_hour,
         memory=memory, roofline=roofline, vs_parent=vs_parent,
     )
+    suite.validate_options(opts)
     store = open_store(db)
     model_ids = suite.parse_ids(store, ids)
     if not model_ids:

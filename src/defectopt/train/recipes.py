@@ -266,8 +266,10 @@ def _resolve_teacher(store, req: RunRequest):
 
     if not req.teacher:
         raise DefectoptError("distill needs --teacher ID|ALIAS")
-    dataset = resolve_dataset(store, req.data, seed=req.split_seed) if req.data else None
     is_id = str(req.teacher).strip().isdigit()
+    if is_id:  # an unknown or unready teacher ID is refused before the dataset row is written
+        load_artifact(store, int(req.teacher))
+    dataset = resolve_dataset(store, req.data, seed=req.split_seed) if req.data else None
     teacher_id = resolve_model_ref(store, req.teacher, dataset_id=None if (is_id or dataset is None) else dataset.id,
                                    technique=None if is_id else FINETUNE)
     art = load_artifact(store, teacher_id)
