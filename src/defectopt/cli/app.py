@@ -47,7 +47,6 @@ DbOption = Annotated[
     Optional[Path],
     typer.Option("--db", help="SQLite results store (default: $DEFECTOPT_DB or db/defectopt.sqlite).", show_default=False),
 ]
-DataOption = Annotated[str, typer.Option("--data", help="Dataset spec: neu:PATH, mvtec:PATH, dagm:PATH, folder:PATH or synthetic[:N].")]
 SplitSeedOption = Annotated[int, typer.Option("--split-seed", help="Seed of the frozen train/val/test split.")]
 SkipBadOption = Annotated[bool, typer.Option("--skip-bad-images", help="Skip corrupt/empty images (the count is recorded) instead of failing.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Plain log lines instead of live progress bars.")]

@@ -63,10 +63,6 @@ class MultiViewDataset(Dataset):
         return (*[v(img) for v in self.views], rec["label"], i)
 
 
-def labels_of(records: Sequence[dict]) -> torch.Tensor:
-    return torch.tensor([r["label"] for r in records], dtype=torch.long)
-
-
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, sampler=None,
                 num_workers: int = 0, drop_last: bool = False) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)

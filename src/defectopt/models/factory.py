@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from defectopt.errors import DefectoptError
-from defectopt.models.registry import ModelSpec, get
+from defectopt.models.registry import get
 
 
 def create(

@@ -259,10 +259,6 @@ def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Call
     return factor
 
 
-def _unwrap(net: nn.Module) -> nn.Module:
-    return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
-
-
 def _state_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 

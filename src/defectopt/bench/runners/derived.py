@@ -15,7 +15,6 @@ concurrent export of the same model simply loses the race and is discarded).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -101,8 +100,3 @@ def open_derived(artifact: Artifact, backend: str, *, device: str, threads: int 
     runner.precision = "fp32"
     runner.derived_from = str(folder)
     return runner
-
-
-def remove_derived(artifact: Artifact) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(derived_root(artifact))

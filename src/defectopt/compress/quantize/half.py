@@ -18,7 +18,6 @@ from defectopt.errors import DefectoptError
 from defectopt.store.db import Store
 
 BF16_BACKENDS = ("openvino", "torch")
-FP16_BACKENDS = ("torch",)
 
 
 def cpu_has_bf16() -> bool:

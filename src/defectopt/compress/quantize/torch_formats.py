@@ -31,7 +31,6 @@ from defectopt.models.artifacts import WEIGHTS_FILE, Artifact, register_torch_lo
 
 INT8_FILE = "int8_linear.safetensors"
 FLOAT_FILE = "float.safetensors"
-_SUFFIXES = (".int8_weight", ".scales", ".zero_points", ".bias")
 
 
 def skeleton_meta(parent: Artifact) -> dict[str, Any]:
