@@ -1,5 +1,6 @@
 """A real wheel: built from the tree, installed non-editable into a fresh venv, it finds its
-Alembic migrations (shipped as defectopt/migrations) and creates a DB."""
+Alembic migrations and bundled configs (shipped as defectopt/migrations and defectopt/configs)
+and creates a DB."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def test_package_list_matches_the_source_tree():
     declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     src = ROOT / "src"
     on_disk = {".".join(p.parent.relative_to(src).parts) for p in src.rglob("__init__.py")}
-    assert declared == on_disk | {"defectopt.migrations"}
+    assert declared == on_disk | {"defectopt.configs", "defectopt.migrations"}
 
 
 @pytest.mark.slow
@@ -33,6 +34,7 @@ def test_wheel_installs_non_editable_and_creates_a_db(tmp_path):
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
     shutil.copytree(ROOT / "src", tree / "src", ignore=ignore)
     shutil.copytree(ROOT / "migrations", tree / "migrations", ignore=ignore)
+    shutil.copytree(ROOT / "configs", tree / "configs", ignore=ignore)
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(tree)],
                    check=True, capture_output=True, text=True)
@@ -43,9 +45,12 @@ def test_wheel_installs_non_editable_and_creates_a_db(tmp_path):
     py = venv / "bin" / "python"
     subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, capture_output=True, text=True)
     shutil.rmtree(tree)  # nothing may still point at the source tree
-    where = subprocess.run([str(py), "-c", "import defectopt.store.db as d; print(d.__file__); print(d.migrations_dir())"],
-                           check=True, capture_output=True, text=True, cwd=tmp_path).stdout.split()
-    assert where[0].startswith(str(venv)) and where[1].startswith(str(venv)), where
+    probe = ("import defectopt.store.db as d, defectopt.paths as p, defectopt.pipeline as pl; "
+             "print(d.__file__); print(d.migrations_dir()); print(p.shipped_folder('configs', 'default.toml')); "
+             "print(len(pl.load_config('study-neu-det')[0]['students']))")
+    where = subprocess.run([str(py), "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path).stdout.split()
+    assert all(w.startswith(str(venv)) for w in where[:3]), where
+    assert int(where[3]) > 0
     cli = venv / "bin" / "defectopt"
     models = subprocess.run([str(cli), "models", "--format", "json"], capture_output=True, text=True, cwd=tmp_path)
     assert models.returncode == 0, models.stderr

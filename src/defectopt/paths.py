@@ -47,3 +47,15 @@ def weights_root() -> Path:
     if env:
         return Path(env)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "defectopt" / "weights"
+
+
+def shipped_folder(name: str, marker: str) -> Path | None:
+    """A data folder kept at the repository's top level (`migrations/`, `configs/`: the design
+    card's layout) that a wheel ships inside the package (`defectopt/<name>`, by a package-dir
+    mapping in pyproject.toml). A source checkout or editable install finds the top-level one, an
+    installed wheel its own copy; `marker` is a file the folder must hold. None when neither exists."""
+    for parent in Path(__file__).resolve().parents:
+        cand = parent / name
+        if (cand / marker).is_file():
+            return cand
+    return None

@@ -20,7 +20,6 @@ import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,13 @@ LIST_SECTIONS = ("references", "students")  # [[...]] arrays of tables
 # --- config ---------------------------------------------------------------------------------
 
 def bundled_config_text(name: str = "default") -> str:
-    return (resources.files("defectopt") / "configs" / f"{name}.toml").read_text(encoding="utf-8")
+    from defectopt import paths
+
+    folder = paths.shipped_folder("configs", "default.toml")
+    if folder is None:
+        raise DefectoptError("cannot find the bundled pipeline configs (the repository's configs/ or the wheel's "
+                             "defectopt/configs); reinstall defectopt")
+    return (folder / f"{name}.toml").read_text(encoding="utf-8")
 
 
 def load_config(path: str | Path | None = None) -> tuple[dict[str, Any], str]:

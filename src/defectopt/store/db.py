@@ -28,15 +28,11 @@ BUSY_TIMEOUT_MS = 60_000
 
 
 def migrations_dir() -> Path:
-    """The Alembic folder: the repository's top-level `migrations/` in a source checkout or an
-    editable install, else the copy a wheel ships as `defectopt/migrations`."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        cand = parent / "migrations"
-        if (cand / "env.py").is_file() and (cand / "versions").is_dir():
-            return cand
-    raise DefectoptError("cannot find the Alembic migrations (neither the repository's migrations/ nor the "
-                         "wheel's defectopt/migrations); reinstall defectopt")
+    found = paths.shipped_folder("migrations", "env.py")
+    if found is None:
+        raise DefectoptError("cannot find the Alembic migrations (neither the repository's migrations/ nor the "
+                             "wheel's defectopt/migrations); reinstall defectopt")
+    return found
 
 
 def _alembic_config(url: str):
