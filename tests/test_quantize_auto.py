@@ -97,7 +97,7 @@ def test_sensitivity_ranking_is_deterministic_and_stored(store, synthetic):
 def test_auto_requires_zero_extra_misses_when_val_cannot_resolve_the_budget(store, synthetic, monkeypatch):
     """16 val images hold a handful of defects: one miss moves recall by far more than 0.01, so a
     drop the budget would allow (0.005) cannot be told from a missed defect and is refused."""
-    from defectopt.bench.task_metrics import recall_resolution
+    from defectopt.metrics.task import recall_resolution
     from defectopt.compress.quantize import produce
 
     real_evaluate = produce.evaluate_child

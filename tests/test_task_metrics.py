@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from defectopt.bench import task_metrics as tm
+from defectopt.metrics import task as tm
 from defectopt.metrics import resolve
 
 

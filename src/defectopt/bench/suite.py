@@ -34,7 +34,7 @@ from defectopt.bench import runners as runners_mod
 from defectopt.bench.evaluate import predict_split
 from defectopt.bench.host import default_threads, fingerprint
 from defectopt.bench.roofline import host_peaks, peak_for_precision
-from defectopt.bench.task_metrics import choose_threshold, task_report
+from defectopt.metrics.task import choose_threshold, task_report
 from defectopt.bench.timing import DEFAULT, TimingConfig, compare_interleaved, time_runner
 from defectopt.errors import DefectoptError
 from defectopt.metrics import CONTENTION_MAX_CORES

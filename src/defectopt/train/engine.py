@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from defectopt.bench.task_metrics import evaluate_logits
+from defectopt.metrics.task import evaluate_logits
 from defectopt.errors import DefectoptError
 from defectopt.train import checkpoint as ckpt
 from defectopt.train.distributed import DistContext, context, from_main

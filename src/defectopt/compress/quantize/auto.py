@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from defectopt.bench.task_metrics import recall_resolution
+from defectopt.metrics.task import recall_resolution
 from defectopt.compress.quantize import qat, sensitivity, static
 from defectopt.compress.quantize.common import Parent, Result
 from defectopt.store.db import Store

@@ -159,7 +159,7 @@ def calibration_batches(parent: Parent, n: int, seed: int = 0) -> list[np.ndarra
 
 def score_runner(runner, dataset, threshold: float | None) -> dict[str, Any]:
     from defectopt.bench.evaluate import predict_split
-    from defectopt.bench.task_metrics import evaluate_logits
+    from defectopt.metrics.task import evaluate_logits
 
     logits, labels = predict_split(runner, dataset, "val")
     metrics = evaluate_logits(logits, labels, dataset.task, dataset.num_classes, threshold)
