@@ -5,7 +5,7 @@ For each architecture (random init: speed does not depend on the weights' values
   * latency at batch 1 of unpruned vs pruned, interleaved in one process (bench.timing's
     compare_interleaved: alternating blocks, median of per-round ratios), in
       - torch eager FP32, and
-      - OpenVINO FP32 (the fastest CPU runtime here; exported with compress.export);
+      - OpenVINO FP32 (the fastest CPU runtime here; exported with models.export);
   * with --int8: NNCF INT8 of the unpruned and of the pruned model (OpenVINO), in the same
     interleaved comparison, to check that pruning and INT8 compound;
   * with --unstructured: magnitude pruning at the same ratio (dense kernels: expect ~1.0x).
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from defectopt.bench.timing import DEFAULT, QUICK, compare_interleaved
-from defectopt.compress.export import export_openvino
+from defectopt.models.export import export_openvino
 from defectopt.compress.prune.structured import StructuredConfig, attention_modules, prune_structured
 from defectopt.compress.prune.unstructured import apply_masks, make_permanent
 from defectopt.models.factory import count_macs, create, param_count

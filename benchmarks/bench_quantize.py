@@ -43,8 +43,10 @@ import torch
 from defectopt.bench.runners.onnx_runner import make_session
 from defectopt.bench.runners.openvino_runner import compile_ir
 from defectopt.bench.timing import DEFAULT, QUICK, compare_interleaved
-from defectopt.compress.quantize import static, torch_formats
-from defectopt.compress.quantize.common import Parent, compare_logits, quiet_libraries
+from defectopt.compress.quantize import static
+from defectopt.models import torch_quantized as torch_formats
+from defectopt.compress.quantize.common import Parent, compare_logits
+from defectopt.quiet import quiet_libraries
 from defectopt.models.factory import create
 from defectopt.models.registry import get
 
@@ -75,7 +77,7 @@ def dir_size(paths) -> int:
 def bench_model(alias: str, args) -> dict:
     from timm.data import resolve_data_config
 
-    from defectopt.compress.export import export_onnx
+    from defectopt.models.export import export_onnx
 
     torch.manual_seed(0)
     spec = get(alias)

@@ -32,7 +32,7 @@ def test_structured_prune_reloads_by_id_and_exports(store, synthetic, tmp_path, 
     import onnxruntime as ort
 
     from defectopt.bench.runners import open_runner
-    from defectopt.compress.export import export_onnx
+    from defectopt.models.export import export_onnx
     from defectopt.models.catalog import list_models
 
     parent_id = make_ready_model(store, alias, synthetic)

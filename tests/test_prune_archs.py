@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_real_architecture_prunes_reloads_and_exports(store, tmp_path, alias):
     import onnxruntime as ort
 
-    from defectopt.compress.export import export_onnx
+    from defectopt.models.export import export_onnx
 
     parent_id = make_ready_model(store, alias, img_size=IMG)
     with torch.device("meta"):

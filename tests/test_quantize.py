@@ -47,7 +47,7 @@ def _assert_int8_close(fid):
 def test_dynamic_int8_reloads_by_id_with_identical_outputs(store, synthetic):
     import torch
 
-    from defectopt.compress.quantize import torch_formats
+    from defectopt.models import torch_quantized as torch_formats
     from defectopt.compress.quantize.common import load_parent
 
     parent_id = make_ready_model(store, "test_vit", synthetic)

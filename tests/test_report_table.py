@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import sqlite3
-from pathlib import Path
 
 import pytest
 from defectopt.store.schema import Dataset, Measurement, Model, ModelStatus, Technique

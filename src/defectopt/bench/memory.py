@@ -57,7 +57,7 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from defectopt.bench.runners import _load_runner_modules, open_runner
+    from defectopt.bench.runners import open_runner  # imports every runner module: part of the baseline
     from defectopt.bench.timing import random_batch
     from defectopt.models.artifacts import META_FILE, Artifact
 
@@ -67,7 +67,6 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
         import openvino  # noqa: F401
     import timm  # noqa: F401  (~200 MB of module state: a library cost, not the model's)
 
-    _load_runner_modules()
     if args.threads:
         torch.set_num_threads(args.threads)
     fields = json.loads(args.artifact)

@@ -30,13 +30,11 @@ from typing import Any
 from sqlalchemy import select
 
 from defectopt.errors import DefectoptError
+from defectopt.models.formats import FORMAT_TORCH, META_FILE, WEIGHTS_FILE  # noqa: F401  (re-exported: the artifact API)
 from defectopt.store.db import Store
 from defectopt.store.schema import Model, ModelStatus, Technique, utcnow
 
-META_FILE = "meta.json"
-WEIGHTS_FILE = "model.safetensors"
 
-FORMAT_TORCH = "torch"
 
 
 @dataclass
@@ -300,22 +298,12 @@ def _load_plain_torch(artifact: Artifact):
 
 def load_torch_model(artifact: Artifact):
     """An nn.Module for a torch-family artifact (rebuilt from metadata, weights from safetensors)."""
-    _import_format_modules()
     loader = _TORCH_LOADERS.get(artifact.format)
     if loader is None:
         raise DefectoptError(
             f"model {artifact.id} has format '{artifact.format}', which has no PyTorch module form"
         )
     return loader(artifact)
-
-
-def _import_format_modules() -> None:
-    # Modules that register loaders for their own formats (pruned, quantized torch models).
-    import importlib
-
-    for name in ("defectopt.compress.prune", "defectopt.compress.quantize"):
-        with contextlib.suppress(ModuleNotFoundError):
-            importlib.import_module(name)
 
 
 def data_config(artifact_or_meta) -> dict[str, Any]:

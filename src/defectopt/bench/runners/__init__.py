@@ -36,26 +36,11 @@ def register_runner(fmt: str, backend: str, *, default: bool = False) -> Callabl
     return deco
 
 
-def _load_runner_modules() -> None:
-    import contextlib
-    import importlib
-
-    for name in ("torch_runner", "onnx_runner", "openvino_runner", "tensorrt_runner", "quantized_torch_runner"):
-        with contextlib.suppress(ModuleNotFoundError):
-            importlib.import_module(f"defectopt.bench.runners.{name}")
-    # formats registered by compression modules (pruned, quantized torch models)
-    for name in ("defectopt.compress.prune", "defectopt.compress.quantize"):
-        with contextlib.suppress(ModuleNotFoundError):
-            importlib.import_module(name)
-
-
 def backends_for(fmt: str) -> list[str]:
-    _load_runner_modules()
     return [b for (f, b) in _RUNNERS if f == fmt]
 
 
 def native_backend(fmt: str) -> str | None:
-    _load_runner_modules()
     return _DEFAULT_BACKEND.get(fmt)
 
 
@@ -71,7 +56,6 @@ def available_backends(artifact: Artifact, device: str = "cpu") -> list[str]:
 
 
 def open_runner(artifact: Artifact, *, device: str = "cpu", backend: str = "auto", threads: int | None = None) -> Runner:
-    _load_runner_modules()
     if backend == "auto":
         backend = _DEFAULT_BACKEND.get(artifact.format, "")
     precision = artifact.meta.get("precision", "fp32")
@@ -102,5 +86,15 @@ def open_runner(artifact: Artifact, *, device: str = "cpu", backend: str = "auto
         f"model {artifact.id} (format '{artifact.format}') cannot run on backend '{backend}'; available: {known}"
     )
 
+
+# The runners register themselves on import (each module imports its runtime lazily, so this
+# works without onnxruntime/openvino/tensorrt installed); the registry above imports none of them.
+from defectopt.bench.runners import (  # noqa: E402,F401
+    onnx_runner,
+    openvino_runner,
+    quantized_torch_runner,
+    tensorrt_runner,
+    torch_runner,
+)
 
 __all__ = ["Runner", "open_runner", "register_runner", "backends_for", "available_backends", "native_backend", "BACKENDS"]

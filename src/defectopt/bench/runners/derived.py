@@ -42,7 +42,8 @@ def can_derive(artifact: Artifact, backend: str, native_backend: str | None) -> 
 
 def ensure_export(artifact: Artifact, kind: str) -> Path:
     """The folder of the cached `kind` export ("onnx" | "openvino"), exporting it if missing."""
-    from defectopt.compress.export import ONNX_FILE, OPENVINO_XML, export_onnx, export_openvino
+    from defectopt.models.export import export_onnx, export_openvino
+    from defectopt.models.formats import ONNX_FILE, OPENVINO_XML
     from defectopt.models.artifacts import load_torch_model
 
     root = derived_root(artifact)
@@ -78,7 +79,7 @@ def ensure_export(artifact: Artifact, kind: str) -> Path:
 
 def open_derived(artifact: Artifact, backend: str, *, device: str, threads: int | None):
     """A runner of `backend` over the cached FP32 export of a torch artifact."""
-    from defectopt.compress.export import ONNX_FILE, OPENVINO_XML
+    from defectopt.models.formats import ONNX_FILE, OPENVINO_XML
 
     folder = ensure_export(artifact, EXPORT_FOR_BACKEND[backend])
     if backend == "onnxruntime":

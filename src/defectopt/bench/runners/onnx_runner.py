@@ -6,10 +6,9 @@ import numpy as np
 
 from defectopt.bench.runners import register_runner
 from defectopt.bench.runners.base import Runner
-from defectopt.compress.export import ONNX_FILE
 from defectopt.errors import DefectoptError
+from defectopt.models.formats import FORMAT_ONNX, ONNX_FILE
 
-FORMAT_ONNX = "onnx"
 
 
 def make_session(path, *, device: str = "cpu", threads: int | None = None):

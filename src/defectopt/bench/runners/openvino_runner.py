@@ -15,10 +15,9 @@ import numpy as np
 
 from defectopt.bench.runners import register_runner
 from defectopt.bench.runners.base import Runner
-from defectopt.compress.export import OPENVINO_XML
 from defectopt.errors import DefectoptError
+from defectopt.models.formats import FORMAT_OPENVINO, OPENVINO_XML
 
-FORMAT_OPENVINO = "openvino"
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 MAX_COMPILED_SHAPES = 4  # evaluation uses a full and a last partial batch; timing one batch size
 

@@ -1,4 +1,4 @@
-"""Eager PyTorch runner for the quantize formats executed by torch (defectopt.compress.quantize).
+"""Eager PyTorch runner for the quantized formats executed by torch (models.torch_quantized).
 
 `torch-int8-dynamic` takes FP32 input (activations are quantized inside each INT8 Linear);
 `torch-bf16` / `torch-fp16` models hold half weights, so inputs are cast to the weights' dtype
@@ -12,8 +12,8 @@ import torch
 
 from defectopt.bench.runners import register_runner
 from defectopt.bench.runners.torch_runner import TorchRunner
-from defectopt.compress.quantize.common import FORMAT_TORCH_BF16, FORMAT_TORCH_FP16, FORMAT_TORCH_INT8_DYNAMIC
 from defectopt.errors import DefectoptError
+from defectopt.models.formats import FORMAT_TORCH_BF16, FORMAT_TORCH_FP16, FORMAT_TORCH_INT8_DYNAMIC
 
 _PRECISION = {FORMAT_TORCH_INT8_DYNAMIC: "int8", FORMAT_TORCH_BF16: "bf16", FORMAT_TORCH_FP16: "fp16"}
 

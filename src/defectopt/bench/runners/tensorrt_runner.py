@@ -21,9 +21,9 @@ import numpy as np
 from defectopt.bench.runners import register_runner
 from defectopt.bench.runners.base import Runner
 from defectopt.errors import DefectoptError
+from defectopt.models.formats import FORMAT_ONNX, FORMAT_TENSORRT
+from defectopt.models.formats import TENSORRT_ENGINE as ENGINE_FILE
 
-FORMAT_TENSORRT = "tensorrt"
-ENGINE_FILE = "model.plan"
 MAX_BATCH = 64  # optimization profile upper bound: covers eval batches and --batch-sizes up to 64
 
 
@@ -88,7 +88,7 @@ class TensorRTRunner(Runner):
         if artifact.format == FORMAT_TENSORRT:
             serialized = artifact.file(artifact.meta.get("engine_file", ENGINE_FILE)).read_bytes()
         else:
-            from defectopt.compress.export import ONNX_FILE
+            from defectopt.models.formats import ONNX_FILE
 
             onnx_path = Path(onnx_path or artifact.file(artifact.meta.get("onnx_file", ONNX_FILE)))
             cache_dir = Path(cache_dir) if cache_dir else artifact.dir.parent / ".derived" / f"{artifact.id}-{artifact.sha256[:12]}" / "tensorrt"
@@ -134,4 +134,4 @@ class TensorRTRunner(Runner):
 
 
 # INT8 QDQ and FP32 ONNX models build into TensorRT engines on CUDA.
-register_runner("onnx", "tensorrt")(TensorRTRunner)
+register_runner(FORMAT_ONNX, "tensorrt")(TensorRTRunner)

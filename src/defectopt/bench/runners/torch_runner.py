@@ -8,9 +8,12 @@ import torch
 from defectopt.bench.runners import register_runner
 from defectopt.bench.runners.base import Runner
 from defectopt.errors import DefectoptError
-from defectopt.models.artifacts import FORMAT_TORCH, load_torch_model
+from defectopt.models.artifacts import load_torch_model
+from defectopt.models.formats import FORMAT_PRUNED, FORMAT_TORCH
 
 
+# A pruned model is an ordinary dense nn.Module: eager torch runs it as is.
+@register_runner(FORMAT_PRUNED, "torch", default=True)
 @register_runner(FORMAT_TORCH, "torch", default=True)
 class TorchRunner(Runner):
     backend = "torch"

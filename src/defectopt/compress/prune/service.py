@@ -18,7 +18,7 @@ from defectopt.errors import DefectoptError
 from defectopt.models.artifacts import (
     FORMAT_TORCH, WEIGHTS_FILE, Artifact, begin_model, data_config, load_artifact, load_torch_model, mark_failed, publish,
 )
-from defectopt.compress.prune.structure import FORMAT_PRUNED
+from defectopt.models.formats import FORMAT_PRUNED
 from defectopt.store.db import Store
 
 TECHNIQUE = "prune"
@@ -208,7 +208,7 @@ def _calibration(dataset, data_cfg: dict[str, Any], batch_size: int, n_batches: 
 
 def prune_one(store: Store, parent: Artifact, ratio: float, opts: PruneOptions, *, dataset=None,
               teacher: nn.Module | None = None, teacher_art: Artifact | None = None, keep_model: bool = False) -> PruneResult:
-    from defectopt.compress.prune.structure import capture_structure
+    from defectopt.models.pruned import capture_structure
     from defectopt.compress.prune.structured import StructuredConfig, prune_structured
     from defectopt.compress.prune import unstructured as unstr
     from defectopt.models.factory import count_macs, param_count
@@ -305,7 +305,7 @@ def _safetensors_bytes(state: dict[str, torch.Tensor]) -> bytes:
 
 def _check_rebuild(model: nn.Module, parent: Artifact, structure: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
     """The stored record must rebuild this exact model: checked before anything is published."""
-    from defectopt.compress.prune.structure import rebuild
+    from defectopt.models.pruned import rebuild
 
     rebuilt = rebuild(parent.alias, parent.num_classes, parent.img_size, structure, state)
     x = torch.randn(1, 3, parent.img_size, parent.img_size, generator=torch.Generator().manual_seed(0))

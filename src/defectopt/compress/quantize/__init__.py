@@ -8,16 +8,11 @@ analysis; `common` holds what they share and `service.quantize_model` is the ent
 
 Each run creates a new model row (parent = the FP32 model, technique `quantize-<method>`) whose
 artifact is in the format of the engine that executes it: `openvino` (NNCF INT8 / BF16 IR),
-`onnx` (ORT static QDQ), or the torch formats registered here (`torch-int8-dynamic`,
-`torch-bf16`, `torch-fp16`). Importing this package registers their torch loaders and runner,
-so `load_torch_model` / `open_runner` work for them; heavy libraries load only when used.
+`onnx` (ORT static QDQ), or the torch formats of `models.torch_quantized` (`torch-int8-dynamic`,
+`torch-bf16`, `torch-fp16`); heavy libraries load only when used.
 """
 
 from __future__ import annotations
-
-import defectopt.bench.runners.quantized_torch_runner  # noqa: F401  (runner for the torch formats)
-from defectopt.compress.quantize import torch_formats  # noqa: F401  (registers the torch loaders)
-from defectopt.compress.quantize.common import FORMAT_TORCH_BF16, FORMAT_TORCH_FP16, FORMAT_TORCH_INT8_DYNAMIC
 
 
 def __getattr__(name: str):
@@ -33,5 +28,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["FORMAT_TORCH_BF16", "FORMAT_TORCH_FP16", "FORMAT_TORCH_INT8_DYNAMIC", "QATConfig", "QuantizeOptions",
-           "QuantizeOutcome", "quantize_model"]
+__all__ = ["QATConfig", "QuantizeOptions", "QuantizeOutcome", "quantize_model"]

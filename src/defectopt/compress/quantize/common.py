@@ -7,9 +7,6 @@ quantized model is scored by the same runtime that executes it (never by a torch
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,16 +15,13 @@ import numpy as np
 from defectopt.errors import DefectoptError
 from defectopt.models import artifacts
 from defectopt.models.artifacts import Artifact
+from defectopt.models.formats import TORCH_FAMILY
 from defectopt.store.db import Store
 from defectopt.store.schema import Model
 
 # technique rows are named quantize-<method>
 TECHNIQUE_PREFIX = "quantize-"
-# formats of torch-executed quantized artifacts (registered in torch_formats)
-FORMAT_TORCH_INT8_DYNAMIC = "torch-int8-dynamic"
-FORMAT_TORCH_BF16 = "torch-bf16"
-FORMAT_TORCH_FP16 = "torch-fp16"
-TORCH_FAMILY = ("torch", "torch-pruned")
+
 
 BACKEND_SHORT = {"openvino": "ov", "onnxruntime": "ort", "torch": "torch", "pt2e": "pt2e", "fx": "fx"}
 
@@ -73,19 +67,6 @@ class Result:
     label: str
     fidelity: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def quiet_libraries() -> contextlib.AbstractContextManager:
-    """Silence deprecation chatter of torch.ao / NNCF / ORT: our own messages say what matters."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    for name in ("nncf", "onnxruntime", "root"):
-        lg = logging.getLogger(name if name != "root" else None)
-        old = lg.level
-        lg.setLevel(logging.ERROR)
-        stack.callback(lg.setLevel, old)
-    return stack
 
 
 def load_parent(store: Store, model_id: int) -> Parent:

@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from defectopt.compress.quantize import torch_formats
-from defectopt.compress.quantize.common import FORMAT_TORCH_BF16, FORMAT_TORCH_FP16, Parent, Result, quiet_libraries
+from defectopt.models import torch_quantized as torch_formats
+from defectopt.compress.quantize.common import Parent, Result
+from defectopt.models.formats import FORMAT_TORCH_BF16, FORMAT_TORCH_FP16
+from defectopt.quiet import quiet_libraries
 from defectopt.compress.quantize.produce import produce
 from defectopt.errors import DefectoptError
 from defectopt.store.db import Store
@@ -53,14 +55,14 @@ def run_bf16(store: Store, parent: Parent, *, backend: str = "openvino", device:
         def write(folder: Path, meta: dict[str, Any]) -> None:
             import openvino as ov
 
-            from defectopt.compress.export import OPENVINO_XML
+            from defectopt.models.formats import OPENVINO_XML
             from defectopt.compress.quantize.static import ov_fp32_model
 
             # weights stored as FP16 (half the size, exact enough for BF16 math: FP16 has more mantissa)
             ov.save_model(ov_fp32_model(parent), str(folder / OPENVINO_XML), compress_to_fp16=True)
             meta.update(inference_precision="bf16", weights_storage="fp16")
 
-        from defectopt.bench.runners.openvino_runner import FORMAT_OPENVINO
+        from defectopt.models.formats import FORMAT_OPENVINO
 
         return produce(store, parent, method="bf16", backend="openvino", precision="bf16", fmt=FORMAT_OPENVINO,
                        params={"inference_precision": "bf16"}, write=write, device=device)

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from defectopt.compress.quantize.common import Parent, Result, begin_child, make_label, quiet_libraries
+from defectopt.compress.quantize.common import Parent, Result, begin_child, make_label
+from defectopt.quiet import quiet_libraries
 from defectopt.compress.quantize.produce import produce
 from defectopt.compress.quantize.static import TRANSFORMER_FAMILIES, save_openvino
 from defectopt.errors import DefectoptError
@@ -63,7 +64,7 @@ def run(store: Store, parent: Parent, *, calib: list[np.ndarray], cfg: QATConfig
     import openvino as ov
     import torch
 
-    from defectopt.bench.runners.openvino_runner import FORMAT_OPENVINO
+    from defectopt.models.formats import FORMAT_OPENVINO
     from defectopt.train import checkpoint
     from defectopt.train.engine import TrainConfig, train_model
 

@@ -18,7 +18,8 @@ import numpy as np
 from sqlalchemy import delete
 
 from defectopt.bench.runners.base import Runner
-from defectopt.compress.quantize import static, torch_formats
+from defectopt.compress.quantize import static
+from defectopt.models import torch_quantized as torch_formats
 from defectopt.compress.quantize.common import Parent, compare_logits, layer_groups, score_runner
 from defectopt.store.db import Store
 from defectopt.store.schema import Sensitivity

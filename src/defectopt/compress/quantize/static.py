@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from defectopt.compress.quantize.common import Parent, quiet_libraries
+from defectopt.compress.quantize.common import Parent
+from defectopt.quiet import quiet_libraries
 from defectopt.errors import DefectoptError
 
 BACKENDS = ("openvino", "onnxruntime", "pt2e", "fx")
@@ -104,7 +105,7 @@ def _nncf_quiet() -> None:
 def save_openvino(ov_model, folder: Path) -> Path:
     import openvino as ov
 
-    from defectopt.compress.export import OPENVINO_XML
+    from defectopt.models.formats import OPENVINO_XML
 
     path = folder / OPENVINO_XML
     # compress_to_fp16=False: weights NNCF quantized are stored INT8; the rest stays FP32
@@ -116,7 +117,7 @@ def save_openvino(ov_model, folder: Path) -> Path:
 
 
 def export_fp32_onnx(parent: Parent, folder: Path) -> Path:
-    from defectopt.compress.export import export_onnx
+    from defectopt.models.export import export_onnx
 
     path = folder / "fp32.onnx"
     with quiet_libraries():
@@ -217,7 +218,7 @@ def run(store, parent: Parent, *, backend: str = "openvino", calib: list[np.ndar
         raise DefectoptError(f"static INT8 via {backend} is a CPU deployment path here; use --device cpu")
     params: dict[str, Any] = {"calib_images": len(calib)}
     if backend == "openvino":
-        from defectopt.bench.runners.openvino_runner import FORMAT_OPENVINO
+        from defectopt.models.formats import FORMAT_OPENVINO
 
         qmodel = quantize_openvino(parent, calib, keep_fp=keep_fp)
 
@@ -232,8 +233,8 @@ def run(store, parent: Parent, *, backend: str = "openvino", calib: list[np.ndar
                        params=params, write=write, keep_fp=keep_fp, device=device,
                        label_suffix="+bf16" if float_precision == "bf16" else "")
 
-    from defectopt.bench.runners.onnx_runner import FORMAT_ONNX
-    from defectopt.compress.export import ONNX_FILE
+    from defectopt.models.formats import FORMAT_ONNX
+    from defectopt.models.formats import ONNX_FILE
 
     def write_onnx(folder: Path, meta: dict[str, Any]) -> None:
         meta["ort_quantization"] = quantize_onnx(parent, calib, folder / ONNX_FILE, keep_fp=keep_fp)

@@ -7,9 +7,7 @@ from pathlib import Path
 import torch
 
 from defectopt.errors import DefectoptError
-
-ONNX_FILE = "model.onnx"
-OPENVINO_XML = "model.xml"
+from defectopt.models.formats import OPENVINO_XML
 
 
 def export_onnx(model: torch.nn.Module, img_size: int, path: Path, *, opset: int = 17, dynamic_batch: bool = True) -> Path:

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from defectopt.errors import DefectoptError
-
-FORMAT_PRUNED = "torch-pruned"
+from defectopt.models.artifacts import Artifact, register_torch_loader
+from defectopt.models.formats import FORMAT_PRUNED, WEIGHTS_FILE
 STRUCTURE_VERSION = 1
 # Per-instance attributes that describe state, not structure.
 _IGNORED_ATTRS = {"training"}
@@ -159,3 +159,15 @@ def rebuild(alias: str, num_classes: int, img_size: int, structure: dict[str, An
         except RuntimeError as exc:
             raise DefectoptError(f"pruned weights do not fit the stored structure: {str(exc).splitlines()[0][:200]}") from None
     return model.eval()
+
+
+@register_torch_loader(FORMAT_PRUNED)
+def load_pruned(artifact: Artifact) -> nn.Module:
+    """A pruned artifact as a plain nn.Module, rebuilt from its stored structure (no pickle)."""
+    from safetensors.torch import load_file
+
+    structure = artifact.meta.get("structure")
+    if not isinstance(structure, dict):
+        raise DefectoptError(f"model {artifact.id} is '{FORMAT_PRUNED}' but its meta.json has no pruned structure")
+    state = load_file(str(artifact.file(WEIGHTS_FILE)))
+    return rebuild(artifact.alias, artifact.num_classes, artifact.img_size, structure, state)

@@ -20,36 +20,38 @@ from typing import Any
 import torch
 from torch import nn
 
-from defectopt.compress.quantize.common import (
+from defectopt.errors import DefectoptError
+from defectopt.models.artifacts import Artifact, register_torch_loader
+from defectopt.models.formats import (
+    FLOAT_FILE,
+    FORMAT_PRUNED,
+    FORMAT_TORCH,
     FORMAT_TORCH_BF16,
     FORMAT_TORCH_FP16,
     FORMAT_TORCH_INT8_DYNAMIC,
-    quiet_libraries,
+    WEIGHTS_FILE,
 )
-from defectopt.errors import DefectoptError
-from defectopt.models.artifacts import WEIGHTS_FILE, Artifact, register_torch_loader
-
-INT8_FILE = "int8_linear.safetensors"
-FLOAT_FILE = "float.safetensors"
+from defectopt.models.formats import INT8_LINEAR_FILE as INT8_FILE
+from defectopt.quiet import quiet_libraries
 
 
 def skeleton_meta(parent: Artifact) -> dict[str, Any]:
     """What rebuilds the parent's architecture (meta.json field `skeleton`)."""
-    if parent.format == "torch":
-        return {"format": "torch"}
-    if parent.format == "torch-pruned":
-        return {"format": "torch-pruned", "structure": parent.meta["structure"]}
+    if parent.format == FORMAT_TORCH:
+        return {"format": FORMAT_TORCH}
+    if parent.format == FORMAT_PRUNED:
+        return {"format": FORMAT_PRUNED, "structure": parent.meta["structure"]}
     raise DefectoptError(f"model {parent.id}: format '{parent.format}' has no rebuildable torch architecture")
 
 
 def build_skeleton(artifact: Artifact) -> nn.Module:
-    sk = artifact.meta.get("skeleton") or {"format": "torch"}
-    if sk["format"] == "torch":
+    sk = artifact.meta.get("skeleton") or {"format": FORMAT_TORCH}
+    if sk["format"] == FORMAT_TORCH:
         from defectopt.models.factory import create
 
         return create(artifact.alias, artifact.num_classes, artifact.img_size)
-    if sk["format"] == "torch-pruned":
-        from defectopt.compress.prune.structure import rebuild
+    if sk["format"] == FORMAT_PRUNED:
+        from defectopt.models.pruned import rebuild
 
         return rebuild(artifact.alias, artifact.num_classes, artifact.img_size, sk["structure"])
     raise DefectoptError(f"model {artifact.id}: unknown skeleton format {sk['format']!r} in meta.json")
