@@ -79,7 +79,7 @@ def test_dynamic_int8_reloads_by_id_with_identical_outputs(store, synthetic):
 def test_static_openvino_reload_matches_the_model_before_saving(store, synthetic, monkeypatch):
     from defectopt.bench.runners.openvino_runner import compile_ir
     from defectopt.compress.quantize import static
-    from defectopt.compress.quantize.half import cpu_has_bf16
+    from defectopt.bench.host import cpu_has_bf16
 
     captured = {}
     real_save = static.save_openvino

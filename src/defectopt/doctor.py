@@ -137,7 +137,7 @@ def isa_report(flags: list[str]) -> dict[str, Any]:
 
 def _bf16_float_math() -> bool:
     # the very test `quantize --float-precision auto` applies, so doctor and quantize agree
-    from defectopt.compress.quantize.half import cpu_has_bf16
+    from defectopt.bench.host import cpu_has_bf16
 
     return cpu_has_bf16()
 

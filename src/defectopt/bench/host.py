@@ -97,3 +97,10 @@ def default_threads() -> int:
 if __name__ == "__main__":  # python -m defectopt.bench.host
     json.dump(fingerprint(), sys.stdout, indent=2)
     print()
+
+
+def cpu_has_bf16() -> bool:
+    """BF16 float math in hardware (AVX512-BF16 or AMX): what `quantize --float-precision auto`
+    and `doctor` both test, so they agree."""
+    isa = set(fingerprint().get("isa", []))
+    return bool(isa & {"avx512_bf16", "amx_bf16"})

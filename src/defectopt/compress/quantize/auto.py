@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from defectopt.metrics.task import recall_resolution
 from defectopt.compress.quantize import qat, sensitivity, static
 from defectopt.compress.quantize.common import Parent, Result
+from defectopt.metrics.task import recall_resolution
 from defectopt.store.db import Store
 from defectopt.store.schema import Model
 

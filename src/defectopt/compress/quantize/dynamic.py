@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from defectopt.models import torch_quantized as torch_formats
 from defectopt.compress.quantize.common import Parent, Result
-from defectopt.models.formats import FORMAT_TORCH_INT8_DYNAMIC
 from defectopt.compress.quantize.produce import produce
 from defectopt.errors import DefectoptError
+from defectopt.models import torch_quantized as torch_formats
+from defectopt.models.formats import FORMAT_TORCH_INT8_DYNAMIC
 from defectopt.store.db import Store
 
 

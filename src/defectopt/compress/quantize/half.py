@@ -11,22 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from defectopt.models import torch_quantized as torch_formats
+from defectopt.bench.host import cpu_has_bf16
 from defectopt.compress.quantize.common import Parent, Result
-from defectopt.models.formats import FORMAT_TORCH_BF16, FORMAT_TORCH_FP16
-from defectopt.quiet import quiet_libraries
 from defectopt.compress.quantize.produce import produce
 from defectopt.errors import DefectoptError
+from defectopt.models import torch_quantized as torch_formats
+from defectopt.models.formats import FORMAT_TORCH_BF16, FORMAT_TORCH_FP16
+from defectopt.quiet import quiet_libraries
 from defectopt.store.db import Store
 
 BF16_BACKENDS = ("openvino", "torch")
-
-
-def cpu_has_bf16() -> bool:
-    from defectopt.bench.host import fingerprint
-
-    isa = set(fingerprint().get("isa", []))
-    return bool(isa & {"avx512_bf16", "amx_bf16"})
 
 
 def refuse_fp16(device: str) -> None:
@@ -55,8 +49,8 @@ def run_bf16(store: Store, parent: Parent, *, backend: str = "openvino", device:
         def write(folder: Path, meta: dict[str, Any]) -> None:
             import openvino as ov
 
-            from defectopt.models.formats import OPENVINO_XML
             from defectopt.compress.quantize.static import ov_fp32_model
+            from defectopt.models.formats import OPENVINO_XML
 
             # weights stored as FP16 (half the size, exact enough for BF16 math: FP16 has more mantissa)
             ov.save_model(ov_fp32_model(parent), str(folder / OPENVINO_XML), compress_to_fp16=True)

@@ -6,7 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from defectopt.compress.quantize.common import Parent, Result, begin_child, child_meta, evaluate_child, make_label
+from defectopt.compress.quantize.common import (
+    Parent,
+    Result,
+    begin_child,
+    child_meta,
+    evaluate_child,
+    make_label,
+)
 from defectopt.models import artifacts
 from defectopt.store.db import Store
 

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from defectopt.compress.quantize.common import Parent, Result, begin_child, make_label
-from defectopt.quiet import quiet_libraries
 from defectopt.compress.quantize.produce import produce
 from defectopt.compress.quantize.static import TRANSFORMER_FAMILIES, save_openvino
 from defectopt.errors import DefectoptError
 from defectopt.models import artifacts
+from defectopt.quiet import quiet_libraries
 from defectopt.store.db import Store
 
 

@@ -19,8 +19,13 @@ from sqlalchemy import delete
 
 from defectopt.bench.runners.base import Runner
 from defectopt.compress.quantize import static
+from defectopt.compress.quantize.common import (
+    Parent,
+    compare_logits,
+    layer_groups,
+    score_runner,
+)
 from defectopt.models import torch_quantized as torch_formats
-from defectopt.compress.quantize.common import Parent, compare_logits, layer_groups, score_runner
 from defectopt.store.db import Store
 from defectopt.store.schema import Sensitivity
 

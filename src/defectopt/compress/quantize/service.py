@@ -6,8 +6,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from defectopt.bench.host import cpu_has_bf16
 from defectopt.compress.quantize import auto, dynamic, half, qat, sensitivity, static
-from defectopt.compress.quantize.common import Result, calibration_batches, layer_groups, load_parent, resolve_keep_fp
+from defectopt.compress.quantize.common import (
+    Result,
+    calibration_batches,
+    layer_groups,
+    load_parent,
+    resolve_keep_fp,
+)
 from defectopt.errors import DefectoptError
 from defectopt.store.db import Store
 
@@ -54,7 +61,7 @@ def _validate(opts: QuantizeOptions, backend: str, parent) -> None:
         raise DefectoptError(f"--device must be cpu or cuda, not '{opts.device}'")
     if opts.float_precision not in ("auto", "fp32", "bf16"):
         raise DefectoptError("--float-precision must be auto, fp32 or bf16")
-    if opts.float_precision == "bf16" and not half.cpu_has_bf16():
+    if opts.float_precision == "bf16" and not cpu_has_bf16():
         raise DefectoptError("--float-precision bf16 needs a CPU with AVX512-BF16 or AMX; this one has neither (use fp32)")
     if opts.method == "fp16":
         half.refuse_fp16(opts.device)
@@ -76,7 +83,7 @@ def _validate(opts: QuantizeOptions, backend: str, parent) -> None:
 
 def resolve_float_precision(choice: str) -> str:
     if choice == "auto":
-        return "bf16" if half.cpu_has_bf16() else "fp32"
+        return "bf16" if cpu_has_bf16() else "fp32"
     return choice
 
 

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from defectopt.compress.quantize.common import Parent
-from defectopt.quiet import quiet_libraries
 from defectopt.errors import DefectoptError
+from defectopt.quiet import quiet_libraries
 
 BACKENDS = ("openvino", "onnxruntime", "pt2e", "fx")
 # Tried and measured (benchmarks/check_pt2e.py): with torch 2.15 + torchao 0.18, Inductor cannot
@@ -177,7 +177,12 @@ class _CalibrationReader:
 def quantize_onnx(parent: Parent, calib: list[np.ndarray], out_path: Path, *, keep_fp: list[str] | None = None,
                   only_group: str | None = None, fp32_path: Path | None = None) -> dict[str, Any]:
     """Static QDQ INT8 ONNX at out_path; returns the quantization settings (recorded in meta)."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         src = fp32_path or export_fp32_onnx(parent, Path(tmp))
@@ -233,8 +238,7 @@ def run(store, parent: Parent, *, backend: str = "openvino", calib: list[np.ndar
                        params=params, write=write, keep_fp=keep_fp, device=device,
                        label_suffix="+bf16" if float_precision == "bf16" else "")
 
-    from defectopt.models.formats import FORMAT_ONNX
-    from defectopt.models.formats import ONNX_FILE
+    from defectopt.models.formats import FORMAT_ONNX, ONNX_FILE
 
     def write_onnx(folder: Path, meta: dict[str, Any]) -> None:
         meta["ort_quantization"] = quantize_onnx(parent, calib, folder / ONNX_FILE, keep_fp=keep_fp)
