@@ -93,10 +93,13 @@ def _wait_for(flag: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
         time.sleep(0.01)
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen, *, may_have_finished: bool = False) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    # A child killed after a random delay can finish between poll() and kill() (the signal then
+    # reaches a zombie): a clean exit is a valid outcome there, never at a pause point.
+    allowed = (-signal.SIGKILL, 0) if may_have_finished else (-signal.SIGKILL,)
+    assert proc.returncode in allowed
     proc.stdout.close()
     proc.stderr.close()
 
@@ -130,7 +133,7 @@ def test_sigkill_while_publishing(tmp_path, data_cache, monkeypatch):
         if delay is not None:
             time.sleep(delay)
             if proc.poll() is None:
-                _kill(proc)
+                _kill(proc, may_have_finished=True)
             else:
                 proc.communicate()
     for phase, delay, store, keep, flag, proc in runs:
