@@ -15,7 +15,7 @@ import typer
 from defectopt.errors import DefectoptError
 from defectopt.report.listing import Listing, print_terminal, render_text, to_json
 
-FORMATS = ("table", "md", "csv", "json")
+from defectopt.report.table import FORMATS  # the output formats: defined once, beside their renderer
 # The `table` command called its terminal format "rich" before every command had --format.
 ALIASES = {"rich": "table"}
 

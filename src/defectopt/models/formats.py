@@ -11,13 +11,10 @@ format imports its name from here. Loaders and runners register themselves again
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 META_FILE = "meta.json"
 WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
 OPENVINO_XML = "model.xml"
-OPENVINO_BIN = "model.bin"
 TENSORRT_ENGINE = "model.plan"
 INT8_LINEAR_FILE = "int8_linear.safetensors"
 FLOAT_FILE = "float.safetensors"
@@ -32,24 +29,5 @@ FORMAT_OPENVINO = "openvino"
 FORMAT_TENSORRT = "tensorrt"
 
 
-@dataclass(frozen=True)
-class Format:
-    name: str
-    payload: tuple[str, ...]  # files of the deployable model (besides meta.json)
-    fp32_source: bool  # an FP32 torch module that compress/export can start from
-    summary: str
-
-
-FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format(FORMAT_TORCH, (WEIGHTS_FILE,), True, "timm architecture + safetensors weights"),
-    Format(FORMAT_PRUNED, (WEIGHTS_FILE,), True, "structurally pruned timm model: stored shapes + safetensors"),
-    Format(FORMAT_TORCH_INT8_DYNAMIC, (INT8_LINEAR_FILE, FLOAT_FILE), False, "torch.ao dynamic INT8 Linear layers"),
-    Format(FORMAT_TORCH_BF16, (WEIGHTS_FILE,), False, "bf16 state dict, eager torch"),
-    Format(FORMAT_TORCH_FP16, (WEIGHTS_FILE,), False, "fp16 state dict, eager torch (CUDA)"),
-    Format(FORMAT_ONNX, (ONNX_FILE,), False, "ONNX graph (FP32 or QDQ INT8)"),
-    Format(FORMAT_OPENVINO, (OPENVINO_XML, OPENVINO_BIN), False, "OpenVINO IR (FP32, BF16 hint or NNCF INT8)"),
-    Format(FORMAT_TENSORRT, (TENSORRT_ENGINE,), False, "TensorRT engine (CUDA)"),
-)}
-
 # The formats that rebuild into an FP32 nn.Module: the inputs of prune, quantize and export.
-TORCH_FAMILY = tuple(name for name, f in FORMATS.items() if f.fp32_source)
+TORCH_FAMILY = (FORMAT_TORCH, FORMAT_PRUNED)
