@@ -104,7 +104,8 @@ def test_missing_or_tampered_artifact_fails_cleanly_others_continue(store, synth
 def test_unknown_ids_and_bad_options_are_one_line_errors(store):
     result = CliRunner().invoke(app, ["bench", "--ids", "1,x"])
     assert result.exit_code != 0
-    from defectopt.bench.suite import parse_batch_sizes, parse_ids
+    from defectopt.bench.api import parse_ids
+    from defectopt.bench.options import parse_batch_sizes
     from defectopt.errors import DefectoptError
 
     with pytest.raises(DefectoptError):
@@ -149,17 +150,18 @@ def test_tensorrt_on_cpu_is_refused_clearly(store, synthetic, ready_model):
 
 
 def test_a_crash_mid_run_writes_no_half_set(store, synthetic, ready_model, monkeypatch):
-    from defectopt.bench import suite
-    from defectopt.bench.timing import QUICK as QUICK_CFG
+    from defectopt.bench import api
+    from defectopt.bench.options import BenchOptions
 
     def boom(*a, **k):
         raise RuntimeError("simulated crash while timing")
 
-    monkeypatch.setattr(suite, "_efficiency_rows", boom)
-    opts = suite.BenchOptions(batch_sizes=(1,), threads=1, timing=QUICK_CFG, memory=False, roofline=False, n_boot=50)
-    outcomes = suite.run_bench(store, [ready_model], opts)
+    monkeypatch.setattr(api, "_efficiency_rows", boom)
+    opts = BenchOptions(ids=str(ready_model), batch_sizes=(1,), threads=1, quick=True, memory=False, roofline=False,
+                        bootstrap=50)
+    outcomes = api.run_bench(store, opts)
     assert outcomes[0].status == "failed" and outcomes[0].bug and "simulated crash" in outcomes[0].message
-    assert suite.exit_code(outcomes) == 1
+    assert api.exit_code(outcomes) == 1
     assert _rows(store, ready_model) == []  # task metrics were computed, but nothing was committed
 
 

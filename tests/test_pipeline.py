@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from defectopt.errors import DefectoptError
-from defectopt.pipeline import BUNDLED, STEP_KEY, Study, load_config, option_args, step_key, validate_config
+from defectopt.pipeline import BUNDLED, STEP_KEY, Step, Study, load_config, step_key, validate_config
 from fixtures.clihelp import assert_user_error, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,15 +44,29 @@ def test_show_config_prints_the_bundled_default():
     assert res.code == 0 and 'data = "synthetic:400"' in res.stdout
 
 
-def test_option_args():
-    assert option_args({"weight-decay": 0.01, "augment": False, "freeze_backbone": True, "x": None, "ids": [1, 2]}) == [
-        "--weight-decay", "0.01", "--no-augment", "--freeze-backbone", "--ids", "1,2"]
+def test_step_key_depends_on_the_options_only():
+    from defectopt.compress.prune.options import PruneOptions
+
+    a = step_key(Step("prune", "prune", PruneOptions(model="3")))
+    assert a == step_key(Step("prune", "prune", PruneOptions(model="3", quiet=True))) and a.endswith(":prune")
+    assert a != step_key(Step("prune", "prune", PruneOptions(model="3", ratios=(0.4,))))
 
 
-def test_step_key_depends_on_the_command_only():
-    a = step_key("teacher", ["finetune-teacher", "--model", "a"])
-    assert a == step_key("teacher", ["finetune-teacher", "--model", "a"]) and a.endswith(":teacher")
-    assert a != step_key("teacher", ["finetune-teacher", "--model", "b"])
+def test_options_are_built_from_toml_keys_without_re_spelling_flags():
+    from defectopt.bench.options import BenchOptions
+    from defectopt.compress.quantize.options import QuantizeOptions
+    from defectopt.options import build, describe
+    from defectopt.train.options import RunRequest
+
+    req = build(RunRequest, {"command": "distill", "model": "m", "lr": 0.01, "warmup-epochs": 0.5, "workers": 2})
+    assert req.lr == 0.01 and req.train.warmup_epochs == 0.5 and req.train.workers == 2
+    q = build(QuantizeOptions, {"model": "3", "epochs": 2, "qat": {"seed": 4}})
+    assert q.qat.epochs == 2 and q.qat.seed == 4 and q.seed == 0
+    b = build(BenchOptions, {"vs-parent": True, "bootstrap": 50, "quick": True})
+    assert b.vs_parent and b.n_boot == 50 and b.timing.min_iters < BenchOptions().timing.min_iters
+    assert describe(b) == "quick=True bootstrap=50 vs_parent=True"
+    with pytest.raises(DefectoptError, match="unknown option 'epoch'.*epochs"):
+        build(RunRequest, {"command": "finetune", "model": "m", "epoch": 3}, "here")
 
 
 def minimal_config(tmp_path: Path, **over) -> Path:
@@ -98,52 +112,56 @@ min_recall = 0.0
     return path
 
 
-class FakeCommands:
-    """Stands in for the real commands: each model-producing call registers one ready model."""
+class FakeSteps:
+    """Stands in for the entry points: each model-producing step registers one ready model."""
+
+    KINDS = {"finetune": "finetune-teacher", "distill": "distill", "prune": "prune", "quantize": "quantize", "bench": "bench"}
 
     def __init__(self, store):
-        self.store, self.calls = store, []
+        self.store, self.calls, self.steps = store, [], []
 
-    def __call__(self, args):
+    def __call__(self, step):
         from conftest import make_ready_model
 
-        self.calls.append(args[0])
-        if args[0] != "bench":
-            parent = int(args[args.index("--id") + 1]) if "--id" in args else (
-                int(args[args.index("--teacher") + 1]) if "--teacher" in args else None)
-            make_ready_model(self.store, "test_resnet", parent_id=parent, technique=args[0])
-        return 0
+        self.calls.append(self.KINDS[step.kind])
+        self.steps.append(step)
+        if step.kind == "bench":
+            return 0
+        opts = step.options
+        parent = getattr(opts, "teacher", None) if step.kind == "distill" else getattr(opts, "model", None)
+        parent = int(parent) if step.kind not in ("finetune",) and parent else None
+        return [make_ready_model(self.store, "test_resnet", parent_id=parent, technique=self.KINDS[step.kind])]
 
 
 def test_rerun_skips_finished_steps_and_resumes_after_a_failure(store, tmp_path):
     cfg = load_config(minimal_config(tmp_path))[0]
-    fake = FakeCommands(store)
-    first = Study(store, cfg, echo=lambda _: None, runner=fake).run()
+    fake = FakeSteps(store)
+    first = Study(store, cfg, echo=lambda _: None, executor=fake).run()
     assert fake.calls == ["finetune-teacher", "distill", "distill", "prune", "quantize", "bench"]
     assert len(first.model_ids) == 5
     fake.calls.clear()
-    again = Study(store, cfg, echo=lambda _: None, runner=fake).run()
+    again = Study(store, cfg, echo=lambda _: None, executor=fake).run()
     assert fake.calls == ["bench"]  # bench itself skips what is measured
     assert again.model_ids == first.model_ids
     assert all(s.status == "skipped" for s in again.steps if not s.name.startswith("bench"))
     # a changed prune ratio re-runs prune and what depends on it, nothing above
     cfg2 = validate_config({**load_tomllib(minimal_config(tmp_path)), "prune": {"from": ["kd"], "ratios": [0.25]}})
     fake.calls.clear()
-    Study(store, cfg2, echo=lambda _: None, runner=fake).run()
+    Study(store, cfg2, echo=lambda _: None, executor=fake).run()
     assert fake.calls == ["prune", "quantize", "bench"]
 
-    def failing(args):
-        if args[0] == "quantize":
+    def failing(step):
+        if step.kind == "quantize":
             raise DefectoptError("boom")
-        return fake(args)
+        return fake(step)
 
     cfg3 = validate_config({**load_tomllib(minimal_config(tmp_path)), "prune": {"from": ["kd"], "ratios": [0.75]}})
     fake.calls.clear()
     with pytest.raises(DefectoptError, match="pipeline step 'quantize model .* dynamic' failed: boom"):
-        Study(store, cfg3, echo=lambda _: None, runner=failing).run()
+        Study(store, cfg3, echo=lambda _: None, executor=failing).run()
     assert fake.calls == ["prune"]
     fake.calls.clear()
-    Study(store, cfg3, echo=lambda _: None, runner=fake).run()
+    Study(store, cfg3, echo=lambda _: None, executor=fake).run()
     assert fake.calls == ["quantize", "bench"]  # resumed: the prune step is not redone
 
 
@@ -153,25 +171,24 @@ def test_references_and_seed_repeats_are_trained_and_benched_but_not_built_on(st
     raw["references"] = [{"model": "test_vit", "epochs": 1, "img_size": 32}]
     raw["students"][0]["repeat_seeds"] = [1]
     cfg = validate_config(raw)
-    fake = FakeCommands(store)
-    seen = []
-    result = Study(store, cfg, echo=lambda _: None, runner=lambda a: seen.append(a) or fake(a)).run()
+    fake = FakeSteps(store)
+    result = Study(store, cfg, echo=lambda _: None, executor=fake).run()
     # teacher x3 seeds, reference x1, students 2 alphas x 2 seeds, then prune + quantize of the main KD run only
     assert fake.calls == ["finetune-teacher"] * 4 + ["distill"] * 4 + ["prune", "quantize", "bench"]
-    seeds = [a[a.index("--seed") + 1] for a in seen if a[0] == "finetune-teacher"]
-    assert seeds == ["0", "1", "2", "0"]
+    seeds = [s.options.train.seed for s in fake.steps if s.kind == "finetune"]
+    assert seeds == [0, 1, 2, 0]
     teacher = result.model_ids[0]
-    assert all(a[a.index("--teacher") + 1] == str(teacher) for a in seen if a[0] == "distill")
-    bench = next(a for a in seen if a[0] == "bench")
-    assert len(bench[bench.index("--ids") + 1].split(",")) == 10  # every model is benched
+    assert all(s.options.teacher == str(teacher) for s in fake.steps if s.kind == "distill")
+    bench = next(s for s in fake.steps if s.kind == "bench")
+    assert len(bench.options.ids.split(",")) == 10  # every model is benched
     # prune only the sources of the named aliases (the fake registers every model as test_resnet)
     fake.calls.clear()
     only_other = validate_config({**raw, "prune": {"from": ["kd"], "ratios": [0.4], "models": ["test_vit"]}})
-    Study(store, only_other, echo=lambda _: None, runner=fake).run()
+    Study(store, only_other, echo=lambda _: None, executor=fake).run()
     assert "prune" not in fake.calls
     fake.calls.clear()
     only_this = validate_config({**raw, "prune": {"from": ["kd"], "ratios": [0.4], "models": "test_resnet"}})
-    Study(store, only_this, echo=lambda _: None, runner=fake).run()
+    Study(store, only_this, echo=lambda _: None, executor=fake).run()
     assert fake.calls.count("prune") == 1
     raw["teacher"]["repeat_seeds"] = "1"
     with pytest.raises(DefectoptError, match="repeat_seeds"):

@@ -3,6 +3,8 @@ export, sweeps, option errors and recovery fine-tuning with KD."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import math
 
 import numpy as np
@@ -12,7 +14,8 @@ from conftest import make_ready_model
 from fixtures.clihelp import assert_user_error, db_state, run_cli
 from sqlalchemy import select
 
-from defectopt.compress.prune import PruneOptions, prune_models
+from defectopt.compress.prune.api import prune_models
+from defectopt.compress.prune.options import PruneOptions
 from defectopt.compress.prune.structured import StructuredConfig, _head_schedule, attention_modules, prune_structured
 from defectopt.models.artifacts import load_artifact, load_torch_model
 from defectopt.store.schema import Model, TrainEpoch
@@ -36,7 +39,7 @@ def test_structured_prune_reloads_by_id_and_exports(store, synthetic, tmp_path, 
     from defectopt.models.catalog import list_models
 
     parent_id = make_ready_model(store, alias, synthetic)
-    (res,) = prune_models(store, str(parent_id), [0.5], NO_FT)
+    (res,) = prune_models(store, replace(NO_FT, model=str(parent_id), ratios=(0.5,)))
     assert res.format == "torch-pruned" and res.parent_id == parent_id
     assert res.macs_after < 0.6 * res.macs_before and res.params_after < 0.6 * res.params_before
 
@@ -73,7 +76,7 @@ def test_vit_heads_and_attention_attributes(store):
     parent_id = make_ready_model(store, "test_vit")
     parent = load_torch_model(load_artifact(store, parent_id))
     heads_before = [m.num_heads for m in attention_modules(parent)]
-    (res,) = prune_models(store, str(parent_id), [0.5], NO_FT)
+    (res,) = prune_models(store, replace(NO_FT, model=str(parent_id), ratios=(0.5,)))
     model = load_torch_model(load_artifact(store, res.model_id))
     for m, h0 in zip(attention_modules(model), heads_before):
         assert m.num_heads == max(1, math.floor(h0 * 0.5))
@@ -102,7 +105,7 @@ def test_options_global_iterative_taylor_random_round_to(store, synthetic):
     ]
     outs = {}
     for opts in variants:
-        (res,) = prune_models(store, str(parent_id), [0.4], opts)
+        (res,) = prune_models(store, replace(opts, model=str(parent_id), ratios=(0.4,)))
         art = load_artifact(store, res.model_id)
         model = load_torch_model(art)
         outs[opts.importance + str(opts.global_pruning)] = model(_x(32)).detach()
@@ -197,7 +200,7 @@ def test_recovery_finetuning_with_kd_writes_curve(store, synthetic):
     teacher_id = make_ready_model(store, "test_convnext", synthetic, seed=3)
     parent_id = make_ready_model(store, "test_resnet", synthetic)
     opts = PruneOptions(finetune_epochs=1, kd_from=str(teacher_id), alpha=0.5, batch_size=16, quiet=True, device="cpu")
-    (res,) = prune_models(store, str(parent_id), [0.3], opts)
+    (res,) = prune_models(store, replace(opts, model=str(parent_id), ratios=(0.3,)))
     assert res.best_val is not None and "recall" in res.best_val and res.best_epoch == 1
     art = load_artifact(store, res.model_id)
     assert art.meta["pruning"]["kd_from"] == teacher_id and art.meta["pruning"]["recovery"]["best_epoch"] == 1
@@ -212,7 +215,7 @@ def test_recovery_finetuning_with_kd_writes_curve(store, synthetic):
 def test_unstructured_recovery_keeps_zeros(store, synthetic):
     parent_id = make_ready_model(store, "test_resnet", synthetic)
     opts = PruneOptions(method="unstructured", finetune_epochs=1, batch_size=16, quiet=True, device="cpu", lr=1e-2)
-    (res,) = prune_models(store, str(parent_id), [0.5], opts)
+    (res,) = prune_models(store, replace(opts, model=str(parent_id), ratios=(0.5,)))
     art = load_artifact(store, res.model_id)
     assert art.meta["pruning"]["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert "weight_orig" not in " ".join(load_torch_model(art).state_dict())
@@ -220,9 +223,9 @@ def test_unstructured_recovery_keeps_zeros(store, synthetic):
 
 def test_prune_a_pruned_model(store, synthetic):
     parent_id = make_ready_model(store, "test_convnext", synthetic)
-    (first,) = prune_models(store, str(parent_id), [0.3], NO_FT)
-    (second,) = prune_models(store, str(first.model_id), [0.3], NO_FT)
-    (sparse,) = prune_models(store, str(first.model_id), [0.5], PruneOptions(finetune_epochs=0, method="unstructured"))
+    (first,) = prune_models(store, replace(NO_FT, model=str(parent_id), ratios=(0.3,)))
+    (second,) = prune_models(store, replace(NO_FT, model=str(first.model_id), ratios=(0.3,)))
+    (sparse,) = prune_models(store, replace(PruneOptions(finetune_epochs=0, method="unstructured"), model=str(first.model_id), ratios=(0.5,)))
     assert second.macs_before == pytest.approx(first.macs_after)
     assert second.macs_after < first.macs_after
     assert load_artifact(store, sparse.model_id).format == "torch-pruned"  # still the narrower architecture
@@ -234,14 +237,15 @@ def test_pruned_model_quantizes_like_any_other(store, synthetic):
     """Pruned → INT8: OpenVINO NNCF (via the ONNX/OV export path) and torch dynamic INT8 (which
     rebuilds the pruned skeleton from the stored structure)."""
     from defectopt.bench.runners import open_runner
-    from defectopt.compress.quantize.service import QuantizeOptions, quantize_model
+    from defectopt.compress.quantize.api import quantize_model
+    from defectopt.compress.quantize.options import QuantizeOptions
 
     parent_id = make_ready_model(store, "test_convnext", synthetic)
-    (pruned,) = prune_models(store, str(parent_id), [0.5], NO_FT)
+    (pruned,) = prune_models(store, replace(NO_FT, model=str(parent_id), ratios=(0.5,)))
     x = _x(32).numpy()
     reference = open_runner(load_artifact(store, pruned.model_id)).predict(x)
     for method in ("static", "dynamic"):
-        out = quantize_model(store, str(pruned.model_id), QuantizeOptions(method=method, calib_images=16, time_keep_fp=False),
+        out = quantize_model(store, QuantizeOptions(model=str(pruned.model_id), method=method, calib_images=16, time_keep_fp=False),
                              log=lambda _msg: None)
         art = load_artifact(store, out.results[0].model_id)
         assert art.parent_id == pruned.model_id

@@ -3,12 +3,15 @@ each prunes, reloads by ID alone with identical outputs, and exports to ONNX."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from conftest import make_ready_model
 
-from defectopt.compress.prune import PruneOptions, prune_models
+from defectopt.compress.prune.api import prune_models
+from defectopt.compress.prune.options import PruneOptions
 from defectopt.compress.prune.structured import attention_modules
 from defectopt.models.artifacts import load_artifact, load_torch_model
 from defectopt.models.factory import create
@@ -28,7 +31,7 @@ def test_real_architecture_prunes_reloads_and_exports(store, tmp_path, alias):
     parent_id = make_ready_model(store, alias, img_size=IMG)
     with torch.device("meta"):
         heads_before = [m.num_heads for m in attention_modules(create(alias, 2, IMG))]
-    (res,) = prune_models(store, str(parent_id), [0.5], PruneOptions(finetune_epochs=0), keep_models=True)
+    (res,) = prune_models(store, replace(PruneOptions(finetune_epochs=0), model=str(parent_id), ratios=(0.5,)), keep_models=True)
     # pruning_ratio shrinks inputs and outputs: MACs fall about (1 - r)^2 (round-to-8 takes a bit more)
     assert 0.15 < res.macs_after / res.macs_before < 0.35, (res.macs_before, res.macs_after)
 

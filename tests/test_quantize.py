@@ -8,6 +8,8 @@ BF16 < 0.02 and > 0.99.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sqlalchemy import func, select
@@ -15,7 +17,8 @@ from typer.testing import CliRunner
 
 from conftest import make_ready_model
 from defectopt.cli import app
-from defectopt.compress.quantize import QuantizeOptions, quantize_model
+from defectopt.compress.quantize.api import quantize_model
+from defectopt.compress.quantize.options import QuantizeOptions
 from defectopt.errors import DefectoptError
 from defectopt.models.artifacts import load_artifact
 from defectopt.store.schema import Model
@@ -51,7 +54,7 @@ def test_dynamic_int8_reloads_by_id_with_identical_outputs(store, synthetic):
     from defectopt.compress.quantize.common import load_parent
 
     parent_id = make_ready_model(store, "test_vit", synthetic)
-    out = quantize_model(store, str(parent_id), QuantizeOptions(method="dynamic"))
+    out = quantize_model(store, QuantizeOptions(model=str(parent_id), method="dynamic"))
     (res,) = out.results
     art = load_artifact(store, res.model_id)
     assert art.format == "torch-int8-dynamic" and art.parent_id == parent_id and art.meta["precision"] == "int8"
@@ -90,7 +93,7 @@ def test_static_openvino_reload_matches_the_model_before_saving(store, synthetic
 
     monkeypatch.setattr(static, "save_openvino", capture)
     parent_id = make_ready_model(store, "test_convnext", synthetic)
-    out = quantize_model(store, str(parent_id), QuantizeOptions(method="static", calib_images=CALIB))
+    out = quantize_model(store, QuantizeOptions(model=str(parent_id), method="static", calib_images=CALIB))
     (res,) = out.results
     art = load_artifact(store, res.model_id)
     # default --float-precision auto: the float rest of the INT8 model runs in BF16 where the CPU can
@@ -135,7 +138,7 @@ def test_static_onnxruntime_vit_keep_fp_named_layers(store, synthetic, monkeypat
     parent_id = make_ready_model(store, "test_vit", synthetic)
     opts = QuantizeOptions(method="static", backend="onnxruntime", calib_images=CALIB, keep_fp="blocks.0,head",
                            time_keep_fp=False)
-    (res,) = quantize_model(store, str(parent_id), opts).results
+    (res,) = quantize_model(store, replace(opts, model=str(parent_id))).results
     art = load_artifact(store, res.model_id)
     assert art.format == "onnx" and art.meta["precision"] == "int8"
     assert art.meta["quantize"]["keep_fp"] == ["blocks.0", "head"] and res.label == "int8-static-ort-fp2"
@@ -148,14 +151,14 @@ def test_static_onnxruntime_vit_keep_fp_named_layers(store, synthetic, monkeypat
     _, got = _run_by_id(store, res.model_id, x)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     with pytest.raises(DefectoptError, match="unknown layer group"):
-        quantize_model(store, str(parent_id), QuantizeOptions(method="static", keep_fp="blocks.99"))
+        quantize_model(store, QuantizeOptions(model=str(parent_id), method="static", keep_fp="blocks.99"))
     with pytest.raises(DefectoptError, match="--sensitivity"):
-        quantize_model(store, str(parent_id), QuantizeOptions(method="static", keep_fp="2"))
+        quantize_model(store, QuantizeOptions(model=str(parent_id), method="static", keep_fp="2"))
 
 
 def test_bf16_openvino_close_to_fp32(store, synthetic):
     parent_id = make_ready_model(store, "test_resnet", synthetic)
-    (res,) = quantize_model(store, str(parent_id), QuantizeOptions(method="bf16")).results
+    (res,) = quantize_model(store, QuantizeOptions(model=str(parent_id), method="bf16")).results
     art = load_artifact(store, res.model_id)
     assert art.format == "openvino" and art.meta["inference_precision"] == "bf16" and res.fidelity["precision"] == "bf16"
     assert res.fidelity["logit_rel_err"] < 0.02 and res.fidelity["margin_corr"] > 0.99, res.fidelity
@@ -177,9 +180,9 @@ def test_fp16_on_cpu_and_inapplicable_backends_are_refused_with_one_line(store, 
     assert "FP16 is offered on CUDA only" in err and "--method bf16" in err and "Traceback" not in err
     for backend, hint in (("fx", "openvino"), ("pt2e", "openvino"), ("tensorrt", "choose from")):
         with pytest.raises(DefectoptError, match=hint):
-            quantize_model(store, str(parent_id), QuantizeOptions(method="static", backend=backend))
+            quantize_model(store, QuantizeOptions(model=str(parent_id), method="static", backend=backend))
     with pytest.raises(DefectoptError, match="--method static"):
-        quantize_model(store, str(parent_id), QuantizeOptions(method="dynamic", backend="openvino"))
+        quantize_model(store, QuantizeOptions(model=str(parent_id), method="dynamic", backend="openvino"))
     assert _model_count(store) == before  # refused before any row was written
 
 
@@ -204,11 +207,12 @@ def test_dynamic_on_a_cnn_says_it_only_quantizes_linear_layers(store, synthetic)
 
 
 def test_pruned_parent_quantizes_and_reloads_with_its_pruned_structure(store, synthetic):
-    from defectopt.compress.prune import PruneOptions, prune_models
+    from defectopt.compress.prune.api import prune_models
+    from defectopt.compress.prune.options import PruneOptions
 
     parent_id = make_ready_model(store, "test_vit", synthetic)
-    (pruned,) = prune_models(store, str(parent_id), [0.5], PruneOptions(finetune_epochs=0))
-    (res,) = quantize_model(store, str(pruned.model_id), QuantizeOptions(method="dynamic")).results
+    (pruned,) = prune_models(store, replace(PruneOptions(finetune_epochs=0), model=str(parent_id), ratios=(0.5,)))
+    (res,) = quantize_model(store, QuantizeOptions(model=str(pruned.model_id), method="dynamic")).results
     art = load_artifact(store, res.model_id)
     assert art.meta["skeleton"]["format"] == "torch-pruned" and art.parent_id == pruned.model_id
     _assert_int8_close(res.fidelity)

@@ -3,11 +3,14 @@ determinism of the per-layer sensitivity ranking."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from sqlalchemy import select
 
 from conftest import make_ready_model
-from defectopt.compress.quantize import QATConfig, QuantizeOptions, quantize_model
+from defectopt.compress.quantize.api import quantize_model
+from defectopt.compress.quantize.options import QATConfig, QuantizeOptions
 from defectopt.models.artifacts import load_artifact
 from defectopt.store.schema import Model, Sensitivity
 
@@ -32,7 +35,7 @@ def test_auto_falls_back_to_qat_when_ptq_misses_the_recall_budget(store, synthet
     opts = QuantizeOptions(method="auto", backend="onnxruntime", calib_images=8, max_recall_drop=0.01,
                            qat=QATConfig(epochs=1, batch_size=16, quiet=True))
     logs = []
-    out = quantize_model(store, str(parent_id), opts, log=logs.append)
+    out = quantize_model(store, replace(opts, model=str(parent_id)), log=logs.append)
     steps = [r.method for r in out.results]
     assert steps == ["static", "static", "qat"], logs
     assert out.chosen is out.results[-1]
@@ -64,7 +67,7 @@ def test_auto_with_an_impossible_budget_chooses_nothing_but_records_the_path(sto
         a[0], a[1], backend="onnxruntime", calib=k["calib"]))
     # no attempt can meet the budget (a negative budget is refused up front as a user error)
     monkeypatch.setattr(auto, "within_budget", lambda result, max_recall_drop: False)
-    out = quantize_model(store, str(parent_id), QuantizeOptions(method="auto", backend="onnxruntime", calib_images=8,
+    out = quantize_model(store, QuantizeOptions(model=str(parent_id), method="auto", backend="onnxruntime", calib_images=8,
                                                                 max_recall_drop=0.0))
     assert out.chosen is None and calls == ["qat"] and len(out.results) == 3
 
@@ -110,7 +113,7 @@ def test_auto_requires_zero_extra_misses_when_val_cannot_resolve_the_budget(stor
     opts = QuantizeOptions(method="auto", backend="onnxruntime", calib_images=8, max_recall_drop=0.01,
                            qat=QATConfig(epochs=1, batch_size=16, quiet=True))
     logs = []
-    out = quantize_model(store, str(parent_id), opts, log=logs.append)
+    out = quantize_model(store, replace(opts, model=str(parent_id)), log=logs.append)
     assert out.chosen is None and any("requiring zero extra val misses" in line for line in logs), logs
     with store.session() as s:
         first = s.get(Model, out.results[0].model_id).config["auto"]

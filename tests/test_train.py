@@ -196,7 +196,7 @@ def test_distill_errors_are_one_line_and_write_nothing(store, synthetic):
 
 def test_interrupted_run_leaves_db_clean_and_resume_matches_uninterrupted(store, synthetic):
     from defectopt.train.engine import TrainConfig
-    from defectopt.train.recipes import FINETUNE, RunRequest, finetune_teacher
+    from defectopt.train.api import FINETUNE, RunRequest, finetune_teacher
 
     def request():
         cfg = TrainConfig(epochs=3, batch_size=16, device="cpu", quiet=True)

@@ -4,9 +4,10 @@ teacher (finetune-teacher) → students with and without KD (distill α and α =
 (prune) → quantization (quantize: PTQ, with QAT where the auto policy needs it) → bench on the
 chosen devices → the Pareto table, plot and Markdown report.
 
-Each step runs the real CLI command in this process (the same code path as typing it) and
-writes the same rows a user's command would. Every model a step produces is tagged in its
-`config` JSON with `pipeline_step = "<hash of the step's command>:<step name>"`; a re-run finds
+Each step builds the options dataclass of a library entry point from the config (the same
+dataclass the CLI builds from flags, with the same defaults) and calls it, so it writes the
+same rows a user's command would. Every model a step produces is tagged in its `config` JSON
+with `pipeline_step = "<hash of the step's options>:<step name>"`; a re-run finds
 tagged ready models and skips the step, so an interrupted study resumes where it stopped, and
 changing one section of the config re-runs only the steps whose commands changed (and the
 steps below them, whose parent IDs change). bench skips what is already measured by itself.
@@ -24,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from defectopt.errors import DefectoptError
+from defectopt.options import as_dict, build, describe
 from defectopt.store.db import Store
 
 BUNDLED = ("default", "neu-det", "mvtec-ad", "dagm", "study-neu-det", "study-mvtec-screw")
 STEP_KEY = "pipeline_step"
-INTERRUPTED = 130  # exit code of a command stopped with Ctrl-C (it cleans up after itself)
 
 # Allowed keys per section and their defaults (None = required or "leave to the command").
 SCHEMA: dict[str, dict[str, Any]] = {
@@ -158,21 +159,16 @@ def validate_config(raw: dict[str, Any], origin: str = "config") -> dict[str, An
     return cfg
 
 
-def option_args(options: dict[str, Any]) -> list[str]:
-    """`{"weight-decay": 0.01, "augment": false}` -> ["--weight-decay", "0.01", "--no-augment"]."""
-    args: list[str] = []
-    for key, value in options.items():
-        flag = "--" + str(key).replace("_", "-").lstrip("-")
-        if isinstance(value, bool):
-            args.append(flag if value else "--no-" + flag[2:])
-        elif isinstance(value, list):
-            args += [flag, ",".join(map(str, value))]
-        elif value is not None:
-            args += [flag, str(value)]
-    return args
-
-
 # --- steps ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Step:
+    """One call of a library entry point: `kind` names it, `options` is its options dataclass."""
+
+    name: str
+    kind: str  # finetune | distill | prune | quantize | bench
+    options: Any
+
 
 @dataclass
 class StepResult:
@@ -198,9 +194,20 @@ class PipelineResult:
         return [s for s in self.steps if s.status == "failed"]
 
 
-def step_key(name: str, args: list[str]) -> str:
-    digest = hashlib.sha256(json.dumps([name, args]).encode()).hexdigest()[:12]
-    return f"{digest}:{name}"
+def step_key(step: Step) -> str:
+    """Hash of what the step computes (its kind and every option), then its name. Options that do
+    not change the result (verbosity) are left out, so `--quiet` does not re-run a study."""
+    data = as_dict(step.options)
+    _drop_quiet(data)
+    digest = hashlib.sha256(json.dumps([step.name, step.kind, data], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{digest}:{step.name}"
+
+
+def _drop_quiet(data: dict[str, Any]) -> None:
+    data.pop("quiet", None)
+    for value in data.values():
+        if isinstance(value, dict):
+            _drop_quiet(value)
 
 
 def tagged_models(store: Store, key: str) -> list[int]:
@@ -213,92 +220,82 @@ def tagged_models(store: Store, key: str) -> list[int]:
         return list(s.scalars(q.order_by(Model.id)))
 
 
-def _max_model_id(store: Store) -> int:
-    from sqlalchemy import func, select
-
+def _tag(store: Store, ids: list[int], key: str) -> None:
     from defectopt.store.schema import Model
 
     with store.session() as s:
-        return s.scalar(select(func.max(Model.id))) or 0
-
-
-def _tag_new_models(store: Store, after_id: int, key: str) -> list[int]:
-    """Tag the ready models created since `after_id` (by this step) with its key."""
-    from sqlalchemy import select
-
-    from defectopt.store.schema import Model, ModelStatus
-
-    with store.session() as s:
-        rows = s.scalars(select(Model).where(Model.id > after_id, Model.status == ModelStatus.READY).order_by(Model.id)).all()
-        ids = []
-        for row in rows:
-            if (row.config or {}).get(STEP_KEY):
-                continue  # another pipeline's model, created concurrently
+        for model_id in ids:
+            row = s.get(Model, model_id)
             row.config = {**(row.config or {}), STEP_KEY: key}  # new dict: JSON columns track assignment only
-            ids.append(row.id)
-        return ids
 
 
-def run_command(args: list[str]) -> int:
-    """Run `defectopt ARGS` in this process; DefectoptError and usage errors propagate as
-    DefectoptError, the command's exit code is returned."""
-    import click
+Executor = Callable[[Step], "list[int] | int"]
 
-    from defectopt.cli import app
 
-    try:
-        rv = app(args=args, prog_name="defectopt", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.ClickException as exc:
-        raise DefectoptError(" ".join(exc.format_message().split())) from None
-    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+def run_step(store: Store, step: Step, echo: Callable[[str], None] = print, *, quiet: bool = False) -> list[int] | int:
+    """Call the step's entry point: the ready models it made, or bench's exit code."""
+    if step.kind == "finetune":
+        from defectopt.train.api import finetune_teacher
+
+        return [finetune_teacher(store, step.options, echo=echo).model_id]
+    if step.kind == "distill":
+        from defectopt.train.api import distill
+
+        return [distill(store, step.options, echo=echo).model_id]
+    if step.kind == "prune":
+        from defectopt.compress.prune.api import prune_models
+
+        return [r.model_id for r in prune_models(store, step.options, on_result=lambda r: echo(r.line()))]
+    if step.kind == "quantize":
+        from defectopt.compress.quantize.api import quantize_model
+
+        out = quantize_model(store, step.options, log=echo)
+        for note in out.notes:
+            echo(f"note: {note}")
+        return [r.model_id for r in out.results]
+    if step.kind == "bench":
+        from defectopt.bench import api
+
+        outcomes = api.run_bench(store, step.options, step=lambda m: None if quiet else echo(m),
+                                 on_outcome=lambda o: echo(o.line()))
+        return api.exit_code(outcomes)
+    raise DefectoptError(f"unknown pipeline step kind '{step.kind}'")
 
 
 class Study:
     """Runs the steps of one config against one store, printing one line per step."""
 
     def __init__(self, store: Store, cfg: dict[str, Any], *, origin: str = "config", quiet: bool = False,
-                 echo: Callable[[str], None] = print, runner: Callable[[list[str]], int] = run_command):
+                 echo: Callable[[str], None] = print, executor: Executor | None = None):
         self.store, self.cfg, self.origin = store, cfg, origin
         self.quiet = quiet or bool(cfg["study"]["quiet"])
-        self.echo, self.runner = echo, runner
+        self.echo = echo
+        self.executor = executor or (lambda step: run_step(store, step, echo, quiet=self.quiet))
         self.steps: list[StepResult] = []
         self.groups: dict[str, list[int]] = {g: [] for g in GROUPS}
         self.model_ids: list[int] = []
         self.frame = None  # the study's tradeoff rows, Pareto-marked (set by outputs())
 
-    # common arguments every command gets
-    def _tail(self) -> list[str]:
-        return ["--db", str(self.store.path)] + (["--quiet"] if self.quiet else [])
-
-    def model_step(self, name: str, args: list[str]) -> StepResult:
-        """Run a model-producing command unless a ready model already carries this step's key."""
-        key = step_key(name, args)
+    def model_step(self, step: Step) -> StepResult:
+        """Run a model-producing step unless ready models already carry this step's key."""
+        key = step_key(step)
         t0 = time.perf_counter()
         existing = tagged_models(self.store, key)
         if existing:
-            result = StepResult(name, "skipped", existing, 0.0, "already done")
-            self._log(result, args)
-            return self._keep(result)
-        self.echo(f"▶ {name}: defectopt {' '.join(args)}")
-        before = _max_model_id(self.store)
+            return self._keep(self._log(StepResult(step.name, "skipped", existing, 0.0, "already done")))
+        self.echo(f"▶ {step.name}: {step.kind} {describe(step.options)}")
         try:
-            code = self.runner(args + self._tail())
+            ids = self.executor(step)
         except DefectoptError as exc:
-            raise DefectoptError(f"pipeline step '{name}' failed: {exc}") from None
-        ids = _tag_new_models(self.store, before, key)
-        if code == INTERRUPTED:
-            self.echo(f"interrupted during '{name}'; run the same pipeline command again to resume")
-            import click
-
-            raise click.exceptions.Abort()
-        if code or not ids:
-            why = f"exit code {code}" if code else "it registered no ready model"
-            raise DefectoptError(f"pipeline step '{name}' failed: {why} (command: defectopt {' '.join(args)})")
-        result = StepResult(name, "ran", ids, time.perf_counter() - t0)
-        self._log(result, args)
-        return self._keep(result)
+            raise DefectoptError(f"pipeline step '{step.name}' failed: {exc}") from None
+        except KeyboardInterrupt:
+            self.echo(f"interrupted during '{step.name}'; run the same pipeline command again to resume")
+            raise
+        if not ids:
+            raise DefectoptError(f"pipeline step '{step.name}' failed: it registered no ready model "
+                                 f"({step.kind} {describe(step.options)})")
+        _tag(self.store, ids, key)
+        return self._keep(self._log(StepResult(step.name, "ran", list(ids), time.perf_counter() - t0)))
 
     def _keep(self, result: StepResult) -> StepResult:
         self.steps.append(result)
@@ -307,12 +304,13 @@ class Study:
                 self.model_ids.append(i)
         return result
 
-    def _log(self, r: StepResult, args: list[str]) -> None:
+    def _log(self, r: StepResult) -> StepResult:
         ids = ",".join(map(str, r.model_ids))
         if r.status == "skipped":
             self.echo(f"✓ {r.name}: skipped, already done (model {ids})")
         elif r.status == "ran":
             self.echo(f"✓ {r.name}: model {ids} in {r.seconds:.0f} s")
+        return r
 
     # --- the study ---
     def run(self) -> PipelineResult:
@@ -331,51 +329,53 @@ class Study:
         outputs = self.outputs(dataset.name)
         return PipelineResult(self.origin, dataset.name, list(self.model_ids), self.steps, outputs, config=self.cfg)
 
-    def _common_train(self, sec: dict[str, Any], seed: int | None = None) -> list[str]:
+    def _where(self, section: str) -> str:
+        return f"pipeline config {self.origin}: [{section}] options"
+
+    def _train_request(self, command: str, sec: dict[str, Any], section: str, seed: int | None, **extra: Any):
+        from defectopt.train.options import RunRequest
+
         st = self.cfg["study"]
         pretrained = sec["pretrained"] if sec["pretrained"] is not None else st["pretrained"]
-        img = sec["img_size"] or st["img_size"]
-        seed = st["seed"] if seed is None else seed
-        args = ["--pretrained" if pretrained else "--no-pretrained", "--epochs", str(sec["epochs"]),
-                "--batch-size", str(sec["batch_size"]), "--seed", str(seed), "--device", str(st["device"]),
-                "--split-seed", str(st["split_seed"])]
-        if img:
-            args += ["--img-size", str(img)]
-        if sec["weights"]:
-            args += ["--weights", str(sec["weights"])]
-        if sec["lr"] is not None:
-            args += ["--lr", str(sec["lr"])]
-        return args + option_args(sec["options"])
+        values = {"command": command, "model": sec["model"], "split_seed": int(st["split_seed"]),
+                  "img_size": sec["img_size"] or st["img_size"], "pretrained": bool(pretrained),
+                  "weights": sec["weights"], "lr": sec["lr"], "epochs": sec["epochs"], "batch_size": sec["batch_size"],
+                  "seed": st["seed"] if seed is None else seed, "device": str(st["device"]), "quiet": self.quiet,
+                  **extra, **sec["options"]}
+        return build(RunRequest, values, self._where(section))
 
-    def _finetune(self, sec: dict[str, Any], what: str, seed: int | None = None) -> int:
-        args = ["finetune-teacher", "--model", sec["model"], "--data", self.cfg["study"]["data"],
-                *self._common_train(sec, seed)]
+    def _finetune(self, sec: dict[str, Any], what: str, section: str, seed: int | None = None) -> int:
+        from defectopt.train.options import FINETUNE
+
+        req = self._train_request(FINETUNE, sec, section, seed, data=self.cfg["study"]["data"])
         label = f"{what} {sec['model']}" + ("" if seed is None else f" (seed {seed})")
-        return self.model_step(label, args).model_ids[-1]
+        return self.model_step(Step(label, "finetune", req)).model_ids[-1]
 
     def teacher_step(self) -> int:
         sec = self.cfg["teacher"]
-        teacher = self._finetune(sec, "teacher")
+        teacher = self._finetune(sec, "teacher", "teacher")
         for seed in sec["repeat_seeds"]:  # spread only: the chain below starts from the main run
-            self._finetune(sec, "teacher", seed)
+            self._finetune(sec, "teacher", "teacher", seed)
         return teacher
 
     def reference_steps(self) -> None:
         for sec in self.cfg["references"]:
-            self.groups["references"].append(self._finetune(sec, "reference"))
+            self.groups["references"].append(self._finetune(sec, "reference", "references"))
             for seed in sec["repeat_seeds"]:
-                self._finetune(sec, "reference", seed)
+                self._finetune(sec, "reference", "references", seed)
 
     def student_steps(self, teacher: int) -> None:
+        from defectopt.train.options import DISTILL
+
         for sec in self.cfg["students"]:
             for alpha in sec["alphas"]:
                 alpha = float(alpha)
                 kind = f"KD α{alpha:g}" if alpha > 0 else "no-KD"
                 for seed in [None, *sec["repeat_seeds"]]:
-                    args = ["distill", "--teacher", str(teacher), "--student", sec["model"], "--alpha", f"{alpha:g}",
-                            "--temperature", f"{float(sec['temperature']):g}", *self._common_train(sec, seed)]
+                    req = self._train_request(DISTILL, sec, "students", seed, teacher=str(teacher), alpha=alpha,
+                                              temperature=float(sec["temperature"]))
                     label = f"student {sec['model']} [{kind}]" + ("" if seed is None else f" (seed {seed})")
-                    mid = self.model_step(label, args).model_ids[-1]
+                    mid = self.model_step(Step(label, "distill", req)).model_ids[-1]
                     if seed is None:  # the repeats measure spread; only the main run goes on
                         self.groups["kd" if alpha > 0 else "nokd"].append(mid)
                         self.groups["students"].append(mid)
@@ -395,6 +395,8 @@ class Study:
         return out
 
     def prune_steps(self, teacher: int) -> None:
+        from defectopt.compress.prune.options import PruneOptions
+
         sec = self.cfg["prune"]
         if not sec["enabled"]:
             return
@@ -403,35 +405,41 @@ class Study:
             if sec["models"] and self._alias(parent) not in sec["models"]:
                 continue
             for ratio in sec["ratios"]:
-                args = ["prune", "--id", str(parent), "--ratio", f"{float(ratio):g}", "--method", sec["method"],
-                        "--finetune-epochs", str(sec["finetune_epochs"]), "--seed", str(st["seed"]),
-                        "--device", str(st["device"]), "--split-seed", str(st["split_seed"])]
+                values = {"model": str(parent), "ratios": (float(ratio),), "method": sec["method"],
+                          "finetune_epochs": int(sec["finetune_epochs"]), "seed": st["seed"], "device": str(st["device"]),
+                          "split_seed": int(st["split_seed"]), "quiet": self.quiet}
                 if sec["kd_from_teacher"] and sec["finetune_epochs"]:
-                    args += ["--kd-from", str(teacher)]
-                args += option_args(sec["options"])
-                res = self.model_step(f"prune model {parent} ratio {float(ratio):g}", args)
+                    values["kd_from"] = str(teacher)
+                opts = build(PruneOptions, {**values, **sec["options"]}, self._where("prune"))
+                res = self.model_step(Step(f"prune model {parent} ratio {float(ratio):g}", "prune", opts))
                 self.groups["prune"].extend(res.model_ids)
 
     def quantize_steps(self) -> None:
+        from defectopt.compress.quantize.options import QuantizeOptions
+
         sec = self.cfg["quantize"]
         if not sec["enabled"]:
             return
         refs = sec["from"]
         if refs == ["prune"] and not self.groups["prune"]:
             refs = ["kd"]  # no pruning in this study: quantize the KD students
+        seed = self.cfg["study"]["seed"]
         for parent in self._sources(refs):
             for method in sec["methods"]:
-                args = ["quantize", "--id", str(parent), "--method", str(method), "--seed", str(self.cfg["study"]["seed"])]
+                values: dict[str, Any] = {"model": str(parent), "method": str(method), "seed": seed,
+                                          "qat": {"seed": seed, "quiet": self.quiet}}
                 if sec["backend"]:
-                    args += ["--backend", str(sec["backend"])]
+                    values["backend"] = str(sec["backend"])
                 if sec["max_recall_drop"] is not None:
-                    args += ["--max-recall-drop", f"{float(sec['max_recall_drop']):g}"]
-                args += option_args(sec["options"])
-                res = self.model_step(f"quantize model {parent} {method}", args)
+                    values["max_recall_drop"] = float(sec["max_recall_drop"])
+                opts = build(QuantizeOptions, {**values, **sec["options"]}, self._where("quantize"))
+                res = self.model_step(Step(f"quantize model {parent} {method}", "quantize", opts))
                 self.groups["quantize"].extend(res.model_ids)
 
     def bench_steps(self) -> None:
         import torch
+
+        from defectopt.bench.options import BenchOptions
 
         sec = self.cfg["bench"]
         ids = ",".join(map(str, self.model_ids))
@@ -442,15 +450,13 @@ class Study:
                 continue
             for backend in sec["backends"]:
                 name = f"bench {device} {backend}"
-                args = ["bench", "--ids", ids, "--device", device, "--backend", backend,
-                        "--batch-sizes", ",".join(map(str, sec["batch_sizes"]))]
-                if sec["quick"]:
-                    args.append("--quick")
-                args += option_args(sec["options"])
-                self.echo(f"▶ {name}: defectopt {' '.join(args)} (already measured rows are skipped)")
+                values = {"ids": ids, "device": device, "backend": backend,
+                          "batch_sizes": tuple(int(b) for b in sec["batch_sizes"]), "quick": bool(sec["quick"])}
+                opts = build(BenchOptions, {**values, **sec["options"]}, self._where("bench"))
+                self.echo(f"▶ {name}: bench {describe(opts)} (already measured rows are skipped)")
                 t0 = time.perf_counter()
                 try:
-                    code = self.runner(args + self._tail())
+                    code = self.executor(Step(name, "bench", opts))
                 except DefectoptError as exc:
                     raise DefectoptError(f"pipeline step '{name}' failed: {exc}") from None
                 if code:
@@ -492,14 +498,13 @@ class Study:
 
 
 def run_pipeline(store: Store, config: str | Path | dict[str, Any] | None = None, *, origin: str = "config",
-                 quiet: bool = False, echo: Callable[[str], None] = print,
-                 runner: Callable[[list[str]], int] = run_command) -> PipelineResult:
+                 quiet: bool = False, echo: Callable[[str], None] = print, executor: Executor | None = None) -> PipelineResult:
     """Run a study: `config` is a path, a bundled name, None (the bundled default) or a loaded config."""
     if isinstance(config, dict):
         cfg = config
     else:
         cfg, origin = load_config(config)
-    study = Study(store, cfg, origin=origin, quiet=quiet, echo=echo, runner=runner)
+    study = Study(store, cfg, origin=origin, quiet=quiet, echo=echo, executor=executor)
     result = study.run()
     result.frame = study.frame
     return result

@@ -7,8 +7,11 @@ from typing import Annotated, Optional
 import typer
 
 from defectopt.cli.app import DbOption, QuietOption, app, console, err_console
+from defectopt.bench.options import BOOTSTRAP, QUICK_BOOTSTRAP, BenchOptions, parse_batch_sizes
 from defectopt.cli.output import FormatOption, check_format, emit
 from defectopt.report.listing import Column, Listing
+
+D = BenchOptions()  # the defaults shown below are the entry point's own
 
 SUMMARY_COLUMNS = [
     Column("id", numeric=True), Column("backend"), Column("precision"), Column("status"),
@@ -34,23 +37,23 @@ def _metrics_epilog() -> str:
 
 @app.command("bench", epilog=_metrics_epilog())
 def bench_cmd(
-    ids: Annotated[str, typer.Option("--ids", help="Models to bench: 'all' (every ready model) or IDs like 1,3,7 or 2-5.")] = "all",
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
-    backend: Annotated[str, typer.Option("--backend", help="auto (each model's own runtime) | torch | onnxruntime | openvino | tensorrt | all. FP32 torch models are exported on demand (cached) to run in ONNX Runtime/OpenVINO/TensorRT.")] = "auto",
-    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Batch sizes to time: latency at 1, throughput at the larger ones.")] = "1,16",
-    threads: Annotated[Optional[int], typer.Option("--threads", help="Inference threads, fixed and recorded.", show_default="physical cores")] = None,
-    target_recall: Annotated[float, typer.Option("--target-recall", help="Recall the decision threshold must reach on the val split (binary tasks).")] = 0.99,
-    force: Annotated[bool, typer.Option("--force", help="Re-measure (model, device, backend, batch, threads) already in the DB, replacing those rows.")] = False,
-    quick: Annotated[bool, typer.Option("--quick", help="Short timing budgets and 200 bootstrap resamples (smoke tests; figures are noisier).")] = False,
-    min_iters: Annotated[Optional[int], typer.Option("--min-iters", help="Timed iterations at batch 1 (at batch B: the same number of images).", show_default="30; 6 with --quick")] = None,
-    min_time: Annotated[Optional[float], typer.Option("--min-time", help="Timed seconds per batch size, spread over the timing blocks.", show_default="2; 0.05 with --quick")] = None,
-    memory: Annotated[bool, typer.Option("--memory/--no-memory", help="Measure peak memory in a fresh process per model.")] = True,
-    roofline: Annotated[bool, typer.Option("--roofline/--no-roofline", help="Report MAC/s as a fraction of the host's measured GEMM peak.")] = True,
-    vs_parent: Annotated[bool, typer.Option("--vs-parent", help="Also time each model against its parent in the same runtime, interleaved, and store speedup_vs_parent.")] = False,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95% CI of macro recall (binary recall uses the exact Clopper-Pearson interval).")] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
-    price_per_core_hour: Annotated[float, typer.Option("--price-per-core-hour", help="USD per CPU core-hour, for cost_per_1m on CPU.")] = 0.05,
-    price_per_gpu_hour: Annotated[float, typer.Option("--price-per-gpu-hour", help="USD per GPU-hour, for cost_per_1m on CUDA.")] = 2.0,
+    ids: Annotated[str, typer.Option("--ids", help="Models to bench: 'all' (every ready model) or IDs like 1,3,7 or 2-5.")] = D.ids,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = D.device,
+    backend: Annotated[str, typer.Option("--backend", help="auto (each model's own runtime) | torch | onnxruntime | openvino | tensorrt | all. FP32 torch models are exported on demand (cached) to run in ONNX Runtime/OpenVINO/TensorRT.")] = D.backend,
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Batch sizes to time: latency at 1, throughput at the larger ones.")] = ",".join(map(str, D.batch_sizes)),
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Inference threads, fixed and recorded.", show_default="physical cores")] = D.threads,
+    target_recall: Annotated[float, typer.Option("--target-recall", help="Recall the decision threshold must reach on the val split (binary tasks).")] = D.target_recall,
+    force: Annotated[bool, typer.Option("--force", help="Re-measure (model, device, backend, batch, threads) already in the DB, replacing those rows.")] = D.force,
+    quick: Annotated[bool, typer.Option("--quick", help=f"Short timing budgets and {QUICK_BOOTSTRAP} bootstrap resamples (smoke tests; figures are noisier).")] = D.quick,
+    min_iters: Annotated[Optional[int], typer.Option("--min-iters", help="Timed iterations at batch 1 (at batch B: the same number of images).", show_default="30; 6 with --quick")] = D.min_iters,
+    min_time: Annotated[Optional[float], typer.Option("--min-time", help="Timed seconds per batch size, spread over the timing blocks.", show_default="2; 0.05 with --quick")] = D.min_time,
+    memory: Annotated[bool, typer.Option("--memory/--no-memory", help="Measure peak memory in a fresh process per model.")] = D.memory,
+    roofline: Annotated[bool, typer.Option("--roofline/--no-roofline", help="Report MAC/s as a fraction of the host's measured GEMM peak.")] = D.roofline,
+    vs_parent: Annotated[bool, typer.Option("--vs-parent", help="Also time each model against its parent in the same runtime, interleaved, and store speedup_vs_parent.")] = D.vs_parent,
+    bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help="Bootstrap resamples for the 95% CI of macro recall (binary recall uses the exact Clopper-Pearson interval).", show_default=f"{BOOTSTRAP}; {QUICK_BOOTSTRAP} with --quick")] = D.bootstrap,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = D.seed,
+    price_per_core_hour: Annotated[float, typer.Option("--price-per-core-hour", help="USD per CPU core-hour, for cost_per_1m on CPU.")] = D.price_per_core_hour,
+    price_per_gpu_hour: Annotated[float, typer.Option("--price-per-gpu-hour", help="USD per GPU-hour, for cost_per_1m on CUDA.")] = D.price_per_gpu_hour,
     fmt: FormatOption = "table",
     db: DbOption = None,
     quiet: QuietOption = False,
@@ -60,38 +63,29 @@ def bench_cmd(
 
     Example: defectopt bench --device cpu --ids all
     """
-    from dataclasses import replace
-
-    from defectopt.bench import suite
-    from defectopt.bench.timing import DEFAULT, QUICK
+    from defectopt.bench import api
     from defectopt.store.db import open_store
 
     fmt = check_format(fmt)
     # md/csv/json summaries are for scripts: stdout then carries the summary alone, the log goes to stderr
     log = console if fmt == "table" else err_console
-    timing = QUICK if quick else DEFAULT
-    if min_iters is not None:
-        timing = replace(timing, min_iters=min_iters)
-    if min_time is not None:
-        timing = replace(timing, min_seconds=min_time)
-    opts = suite.BenchOptions(
-        device=device, backend=backend, batch_sizes=suite.parse_batch_sizes(batch_sizes), threads=threads,
-        target_recall=target_recall, force=force, timing=timing, n_boot=200 if quick and bootstrap == 1000 else bootstrap,
-        seed=seed, price_per_core_hour=price_per_core_hour, price_per_gpu_hour=price_per_gpu_hour,
-        memory=memory, roofline=roofline, vs_parent=vs_parent,
+    opts = BenchOptions(
+        ids=ids, device=device, backend=backend, batch_sizes=parse_batch_sizes(batch_sizes), threads=threads,
+        target_recall=target_recall, force=force, quick=quick, min_iters=min_iters, min_time=min_time,
+        bootstrap=bootstrap, seed=seed, price_per_core_hour=price_per_core_hour,
+        price_per_gpu_hour=price_per_gpu_hour, memory=memory, roofline=roofline, vs_parent=vs_parent,
     )
-    suite.validate_options(opts)
+    api.validate_options(opts)
     store = open_store(db)
-    model_ids = suite.parse_ids(store, ids)
-    if not model_ids:
+    outcomes = _run_with_progress(log, store, opts, quiet)
+    if not outcomes:
         log.print("no ready models to bench (see 'defectopt ls')")
         if fmt != "table":
             emit(console, fmt, summary_listing([]))
         return
-    outcomes = _run_with_progress(log, store, model_ids, opts, quiet)
     if fmt != "table" or any(o.status == "measured" for o in outcomes):
         emit(console, fmt, summary_listing(outcomes))
-    code = suite.exit_code(outcomes)
+    code = api.exit_code(outcomes)
     if code:
         from rich.markup import escape
 
@@ -103,33 +97,24 @@ def bench_cmd(
         raise typer.Exit(code)
 
 
-def _outcome_line(o) -> tuple[str, str]:
-    """(text, style) of one finished run."""
-    if o.status == "failed":
-        return f"model {o.model_id} [{o.backend}] failed: {o.message}", "red"
-    if o.status == "skipped":
-        return f"model {o.model_id} [{o.backend}] skipped: {o.message}", "yellow"
-    return f"model {o.model_id} [{o.backend}] measured: {o.rows} rows in {o.seconds:.1f} s (run {o.run_id})", ""
-
-
 def _print_outcome(target, o) -> None:
-    text, style = _outcome_line(o)
-    target.print(text, style=style or None, markup=False, highlight=False, soft_wrap=True)
+    style = {"failed": "red", "skipped": "yellow"}.get(o.status)
+    target.print(o.line(), style=style, markup=False, highlight=False, soft_wrap=True)
 
 
-def _run_with_progress(log, store, model_ids, opts, quiet):
+def _run_with_progress(log, store, opts, quiet):
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from defectopt.bench import suite
+    from defectopt.bench import api
 
     if quiet or not log.is_terminal:
-        return suite.run_bench(store, model_ids, opts,
+        return api.run_bench(store, opts,
                                step=lambda msg: None if quiet else log.print(msg, markup=False, highlight=False),
                                on_outcome=lambda o: _print_outcome(log, o))
     with Progress(TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=log, transient=False) as progress:
-        task = progress.add_task("", total=len(model_ids))
+        task = progress.add_task("", total=None)
         done_models: set[int] = set()
 
         def on_outcome(o):
@@ -138,8 +123,8 @@ def _run_with_progress(log, store, model_ids, opts, quiet):
                 done_models.add(o.model_id)
                 progress.advance(task)
 
-        return suite.run_bench(store, model_ids, opts, step=lambda msg: progress.update(task, description=escape(msg)),
-                               on_outcome=on_outcome)
+        return api.run_bench(store, opts, on_start=lambda n: progress.update(task, total=n),
+                             step=lambda msg: progress.update(task, description=escape(msg)), on_outcome=on_outcome)
 
 
 def summary_listing(outcomes) -> Listing:

@@ -8,7 +8,10 @@ import typer
 
 from defectopt.cli.app import DbOption, QuietOption, SplitSeedOption, app, console
 from defectopt.cli.output import emit
+from defectopt.compress.prune.options import PruneOptions, parse_ratios, validate_ratio
 from defectopt.report.listing import Column, Listing
+
+D = PruneOptions()  # the defaults shown below are the entry point's own
 
 SWEEP_COLUMNS = [
     Column("id", numeric=True), Column("ratio", numeric=True), Column("method"), Column("gmacs", "GMACs", numeric=True),
@@ -22,29 +25,28 @@ def prune_cmd(
     model: Annotated[str, typer.Option("--id", help="Model to prune: an ID, or an alias meaning its latest ready model.")],
     ratio: Annotated[Optional[float], typer.Option("--ratio", help="Fraction of channels/heads to remove, 0 < R < 1.", show_default=False)] = None,
     ratios: Annotated[Optional[str], typer.Option("--ratios", help="Sweep: comma-separated ratios (0.2,0.4,0.6), one model each.", show_default=False)] = None,
-    method: Annotated[str, typer.Option("--method", help="structured (Torch-Pruning: narrower, faster layers) or unstructured (magnitude zeros: smaller when compressed, not faster).")] = "structured",
-    importance: Annotated[str, typer.Option("--importance", help="Channel score: l1, l2, taylor (gradients of a few train batches) or random (sanity baseline).")] = "l1",
-    global_pruning: Annotated[bool, typer.Option("--global/--uniform", help="Rank channels across all layers (global) or prune every layer by the same ratio (uniform).")] = False,
-    iterative_steps: Annotated[int, typer.Option("--iterative-steps", help="Reach the ratio in K steps, re-scoring channels after each.")] = 1,
-    round_to: Annotated[int, typer.Option("--round-to", help="Keep widths multiples of this (kernel-friendly); 1 = no rounding.")] = 8,
-    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Recovery fine-tuning epochs on the train split (0 = none), selected on val recall.")] = 2,
-    kd_from: Annotated[Optional[str], typer.Option("--kd-from", help="Distill from this model (ID or alias) during recovery.", show_default=False)] = None,
-    alpha: Annotated[float, typer.Option("--alpha", help="KD weight in recovery (with --kd-from).")] = 0.5,
-    temperature: Annotated[float, typer.Option("--temperature", help="KD softmax temperature.")] = 4.0,
-    lr: Annotated[float, typer.Option("--lr", help="Recovery learning rate.")] = 1e-4,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Recovery and calibration batch size.")] = 32,
-    calib_batches: Annotated[int, typer.Option("--calib-batches", help="Train batches scored for taylor importance.")] = 4,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    device: Annotated[str, typer.Option("--device", help="Recovery device: auto, cpu or cuda (pruning itself runs on CPU).")] = "auto",
-    amp: Annotated[str, typer.Option("--amp", help="Recovery mixed precision: none, bf16 or fp16.")] = "none",
-    data: Annotated[Optional[str], typer.Option("--data", help="Dataset spec for recovery/taylor (default: the model's own dataset).", show_default=False)] = None,
+    method: Annotated[str, typer.Option("--method", help="structured (Torch-Pruning: narrower, faster layers) or unstructured (magnitude zeros: smaller when compressed, not faster).")] = D.method,
+    importance: Annotated[str, typer.Option("--importance", help="Channel score: l1, l2, taylor (gradients of a few train batches) or random (sanity baseline).")] = D.importance,
+    global_pruning: Annotated[bool, typer.Option("--global/--uniform", help="Rank channels across all layers (global) or prune every layer by the same ratio (uniform).")] = D.global_pruning,
+    iterative_steps: Annotated[int, typer.Option("--iterative-steps", help="Reach the ratio in K steps, re-scoring channels after each.")] = D.iterative_steps,
+    round_to: Annotated[int, typer.Option("--round-to", help="Keep widths multiples of this (kernel-friendly); 1 = no rounding.")] = D.round_to,
+    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Recovery fine-tuning epochs on the train split (0 = none), selected on val recall.")] = D.finetune_epochs,
+    kd_from: Annotated[Optional[str], typer.Option("--kd-from", help="Distill from this model (ID or alias) during recovery.", show_default=False)] = D.kd_from,
+    alpha: Annotated[float, typer.Option("--alpha", help="KD weight in recovery (with --kd-from).")] = D.alpha,
+    temperature: Annotated[float, typer.Option("--temperature", help="KD softmax temperature.")] = D.temperature,
+    lr: Annotated[float, typer.Option("--lr", help="Recovery learning rate.")] = D.lr,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Recovery and calibration batch size.")] = D.batch_size,
+    calib_batches: Annotated[int, typer.Option("--calib-batches", help="Train batches scored for taylor importance.")] = D.calib_batches,
+    seed: Annotated[int, typer.Option("--seed")] = D.seed,
+    device: Annotated[str, typer.Option("--device", help="Recovery device: auto, cpu or cuda (pruning itself runs on CPU).")] = D.device,
+    amp: Annotated[str, typer.Option("--amp", help="Recovery mixed precision: none, bf16 or fp16.")] = D.amp,
+    data: Annotated[Optional[str], typer.Option("--data", help="Dataset spec for recovery/taylor (default: the model's own dataset).", show_default=False)] = D.data,
     split_seed: SplitSeedOption = 0,
     quiet: QuietOption = False,
     db: DbOption = None,
 ):
     """Prune a model structurally (Torch-Pruning) or by magnitude; optional recovery fine-tuning with KD."""
-    from defectopt.compress.prune import PruneOptions, parse_ratios, prune_models
-    from defectopt.compress.prune.service import validate_ratio
+    from defectopt.compress.prune.api import prune_models
     from defectopt.errors import DefectoptError
     from defectopt.store.db import open_store
 
@@ -52,21 +54,13 @@ def prune_cmd(
         raise DefectoptError("give exactly one of --ratio R or --ratios R1,R2,...")
     wanted = [validate_ratio(ratio)] if ratio is not None else parse_ratios(ratios)
     opts = PruneOptions(
-        method=method, importance=importance, global_pruning=global_pruning, iterative_steps=iterative_steps,
+        model=model, ratios=tuple(wanted), method=method, importance=importance, global_pruning=global_pruning, iterative_steps=iterative_steps,
         round_to=round_to, finetune_epochs=finetune_epochs, kd_from=kd_from, alpha=alpha, temperature=temperature,
         lr=lr, batch_size=batch_size, calib_batches=calib_batches, seed=seed, device=device, amp=amp, data=data,
         split_seed=split_seed, quiet=quiet,
     )
 
-    def show(r) -> None:
-        line = (f"model {r.model_id} ← {r.parent_id}: prune{r.ratio:g} {r.method}  "
-                f"GMACs {r.macs_before / 1e9:.3f} → {r.macs_after / 1e9:.3f}  "
-                f"params {r.params_before / 1e6:.2f}M → {r.params_after / 1e6:.2f}M")
-        if r.best_val:
-            line += f"  val recall {r.best_val.get('recall', float('nan')):.3f} (epoch {r.best_epoch})"
-        console.print(line)
-
-    results = prune_models(open_store(db), model, wanted, opts, on_result=show)
+    results = prune_models(open_store(db), opts, on_result=lambda r: console.print(r.line()))
     if len(results) > 1 or method == "unstructured":
         rows = []
         for r in results:

@@ -8,7 +8,10 @@ import typer
 
 from defectopt.cli.app import DbOption, QuietOption, app, console
 from defectopt.cli.output import emit
+from defectopt.compress.quantize.options import QATConfig, QuantizeOptions
 from defectopt.report.listing import Column, Listing
+
+D, Q = QuantizeOptions(), QATConfig()  # the defaults shown below are the entry point's own
 
 _HELP_METHOD = ("dynamic (torch INT8 Linear), static (INT8 with calibration), bf16, fp16 (CUDA only), "
                 "qat (fake-quant fine-tuning -> INT8), auto (PTQ -> mixed precision -> QAT within --max-recall-drop)")
@@ -20,30 +23,30 @@ _HELP_BACKEND = ("static: openvino (NNCF, default, fastest here) | onnxruntime (
 def quantize_cmd(
     model_id: Annotated[str, typer.Option("--id", help="ID (or alias: its latest ready model) of the FP32 model to quantize.")],
     method: Annotated[str, typer.Option("--method", help=_HELP_METHOD)],
-    backend: Annotated[str, typer.Option("--backend", help=_HELP_BACKEND)] = "auto",
-    calib_images: Annotated[int, typer.Option("--calib-images", help="Train-split images to calibrate activation ranges on.")] = 256,
-    sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Quantize one layer group at a time, rank by val recall drop and logit error, store the table.")] = False,
-    keep_fp: Annotated[Optional[str], typer.Option("--keep-fp", help="Leave layers in float: N (the N most sensitive; needs --sensitivity) or NAME,... (e.g. blocks.0,head).")] = None,
-    max_recall_drop: Annotated[float, typer.Option("--max-recall-drop", help="auto: the val defect-recall drop allowed versus the parent.")] = 0.01,
-    max_keep_fp: Annotated[int, typer.Option("--max-keep-fp", help="auto: at most this many layer groups kept in float.")] = 3,
-    float_precision: Annotated[str, typer.Option("--float-precision", help="OpenVINO INT8: precision of the remaining float math: auto (bf16 on AVX512-BF16/AMX CPUs, else fp32) | fp32 | bf16; recorded.")] = "auto",
-    device: Annotated[str, typer.Option("--device", help="cpu | cuda (fp16 needs cuda).")] = "cpu",
-    epochs: Annotated[int, typer.Option("--epochs", help="qat/auto: fine-tuning epochs with fake quantization.")] = 3,
-    lr: Annotated[float, typer.Option("--lr", help="qat/auto: learning rate.")] = 1e-4,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="qat/auto: training batch size.")] = 32,
-    kd_from: Annotated[Optional[int], typer.Option("--kd-from", help="qat/auto: distil from this model ID (the parent or the teacher).")] = None,
-    alpha: Annotated[float, typer.Option("--alpha", help="qat with --kd-from: weight of the KD term.")] = 0.5,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration sample and of QAT.")] = 0,
+    backend: Annotated[str, typer.Option("--backend", help=_HELP_BACKEND)] = D.backend,
+    calib_images: Annotated[int, typer.Option("--calib-images", help="Train-split images to calibrate activation ranges on.")] = D.calib_images,
+    sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Quantize one layer group at a time, rank by val recall drop and logit error, store the table.")] = D.sensitivity,
+    keep_fp: Annotated[Optional[str], typer.Option("--keep-fp", help="Leave layers in float: N (the N most sensitive; needs --sensitivity) or NAME,... (e.g. blocks.0,head).")] = D.keep_fp,
+    max_recall_drop: Annotated[float, typer.Option("--max-recall-drop", help="auto: the val defect-recall drop allowed versus the parent.")] = D.max_recall_drop,
+    max_keep_fp: Annotated[int, typer.Option("--max-keep-fp", help="auto: at most this many layer groups kept in float.")] = D.max_keep_fp,
+    float_precision: Annotated[str, typer.Option("--float-precision", help="OpenVINO INT8: precision of the remaining float math: auto (bf16 on AVX512-BF16/AMX CPUs, else fp32) | fp32 | bf16; recorded.")] = D.float_precision,
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda (fp16 needs cuda).")] = D.device,
+    epochs: Annotated[int, typer.Option("--epochs", help="qat/auto: fine-tuning epochs with fake quantization.")] = Q.epochs,
+    lr: Annotated[float, typer.Option("--lr", help="qat/auto: learning rate.")] = Q.lr,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="qat/auto: training batch size.")] = Q.batch_size,
+    kd_from: Annotated[Optional[int], typer.Option("--kd-from", help="qat/auto: distil from this model ID (the parent or the teacher).")] = Q.kd_from,
+    alpha: Annotated[float, typer.Option("--alpha", help="qat with --kd-from: weight of the KD term.")] = Q.alpha,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration sample and of QAT.")] = D.seed,
     quiet: QuietOption = False,
     db: DbOption = None,
 ):
     """Quantize a model: a new model row (parent = ID) whose artifact runs in the engine that executes it."""
-    from defectopt.compress.quantize import QATConfig, QuantizeOptions, quantize_model
+    from defectopt.compress.quantize.api import quantize_model
     from defectopt.store.db import open_store
 
     store = open_store(db)
     opts = QuantizeOptions(
-        method=method, backend=backend, calib_images=calib_images, keep_fp=keep_fp, sensitivity=sensitivity,
+        model=model_id, method=method, backend=backend, calib_images=calib_images, keep_fp=keep_fp, sensitivity=sensitivity,
         max_recall_drop=max_recall_drop, max_keep_fp=max_keep_fp, device=device, float_precision=float_precision,
         qat=QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, kd_from=kd_from, alpha=alpha, seed=seed, quiet=quiet),
         seed=seed,
@@ -53,7 +56,7 @@ def quantize_cmd(
         if not quiet:
             console.print(f"[dim]sensitivity {i + 1}/{n}: {group}[/]", highlight=False)
 
-    out = quantize_model(store, model_id, opts, log=lambda m: console.print(m, highlight=False), progress=progress)
+    out = quantize_model(store, opts, log=lambda m: console.print(m, highlight=False), progress=progress)
     if out.sensitivity is not None:
         _print_sensitivity(out.sensitivity)
     _print_results(store, out)

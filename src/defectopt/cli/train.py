@@ -7,6 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from defectopt.cli.app import DbOption, QuietOption, SplitSeedOption, app, console
+from defectopt.train.options import DISTILL, FINETUNE, KD_ALPHA, RunRequest, TrainConfig
+
+T, R = TrainConfig(), RunRequest(command=FINETUNE, model="")  # the defaults shown below are the entry points' own
 
 SELECTION_HELP = (
     "The saved weights are those of the best epoch on the frozen val split: highest defect recall "
@@ -43,12 +46,10 @@ ImgSizeOption = Annotated[Optional[int], typer.Option("--img-size", min=16, help
 
 
 def _config(epochs, batch_size, weight_decay, warmup_epochs, grad_accum, seed, balance, amp, device, augment,
-            workers, quiet, alpha=0.0, temperature=4.0):
-    from defectopt.train.engine import TrainConfig
-
+            workers, quiet, alpha=T.alpha, temperature=T.temperature):
     return TrainConfig(epochs=epochs, batch_size=batch_size, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
                        grad_accum=grad_accum, seed=seed, balance=balance.lower(), amp=amp.lower(), device=device.lower(),
-                       augment=augment, num_workers=workers, quiet=quiet, alpha=alpha, temperature=temperature)
+                       augment=augment, workers=workers, quiet=quiet, alpha=alpha, temperature=temperature)
 
 
 def _open_store_main(db, device: str):
@@ -77,30 +78,30 @@ def _report(outcome, what: str) -> None:
 def finetune_teacher_cmd(
     model: Annotated[Optional[str], typer.Option("--model", help="Registry alias, e.g. vit_b16, convnext_base, efficientnet_b7.", show_default=False)] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Dataset spec: neu:PATH, mvtec:PATH, dagm:PATH, folder:PATH or synthetic[:N].", show_default=False)] = None,
-    pretrained: PretrainedOption = True,
-    weights: WeightsOption = None,
+    pretrained: PretrainedOption = R.pretrained,
+    weights: WeightsOption = R.weights,
     freeze_backbone: Annotated[bool, typer.Option(
-        "--freeze-backbone", help="Linear probe: train only the classifier head on frozen features, computed once and cached.")] = False,
-    epochs: EpochsOption = 10,
-    img_size: ImgSizeOption = None,
-    batch_size: BatchOption = 32,
-    lr: LrOption = None,
-    weight_decay: WdOption = 0.05,
-    warmup_epochs: WarmupOption = 1.0,
-    grad_accum: AccumOption = 1,
-    seed: SeedOption = 0,
-    balance: BalanceOption = "none",
-    amp: AmpOption = "none",
-    device: DeviceOption = "auto",
-    augment: AugmentOption = True,
-    workers: WorkersOption = 0,
+        "--freeze-backbone", help="Linear probe: train only the classifier head on frozen features, computed once and cached.")] = R.freeze_backbone,
+    epochs: EpochsOption = T.epochs,
+    img_size: ImgSizeOption = R.img_size,
+    batch_size: BatchOption = T.batch_size,
+    lr: LrOption = R.lr,
+    weight_decay: WdOption = T.weight_decay,
+    warmup_epochs: WarmupOption = T.warmup_epochs,
+    grad_accum: AccumOption = T.grad_accum,
+    seed: SeedOption = T.seed,
+    balance: BalanceOption = T.balance,
+    amp: AmpOption = T.amp,
+    device: DeviceOption = T.device,
+    augment: AugmentOption = T.augment,
+    workers: WorkersOption = T.workers,
     split_seed: SplitSeedOption = 0,
     resume: ResumeOption = None,
     quiet: QuietOption = False,
     db: DbOption = None,
 ):
     from defectopt.errors import DefectoptError
-    from defectopt.train.recipes import FINETUNE, RunRequest, finetune_teacher
+    from defectopt.train.api import finetune_teacher
 
     cfg = _config(epochs, batch_size, weight_decay, warmup_epochs, grad_accum, seed, balance, amp, device, augment,
                   workers, quiet)
@@ -120,31 +121,31 @@ def distill_cmd(
     teacher: Annotated[Optional[str], typer.Option(
         "--teacher", help="Teacher model ID, or an alias meaning its latest ready finetuned model on the dataset.", show_default=False)] = None,
     student: Annotated[Optional[str], typer.Option("--student", help="Student registry alias, e.g. mobilevit_s, efficientnet_b0.", show_default=False)] = None,
-    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="KD weight: (1-α)·CE + α·T²·KL(teacher‖student); 0 = no-KD baseline.")] = 0.5,
-    temperature: Annotated[float, typer.Option("--temperature", min=1e-3, help="KD softmax temperature T.")] = 4.0,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="KD weight: (1-α)·CE + α·T²·KL(teacher‖student); 0 = no-KD baseline.")] = KD_ALPHA,
+    temperature: Annotated[float, typer.Option("--temperature", min=1e-3, help="KD softmax temperature T.")] = T.temperature,
     data: Annotated[Optional[str], typer.Option("--data", help="Dataset spec (default: the teacher's dataset).", show_default=False)] = None,
-    pretrained: PretrainedOption = True,
-    weights: WeightsOption = None,
-    epochs: EpochsOption = 10,
-    img_size: Annotated[Optional[int], typer.Option("--img-size", min=16, help="Student input side (default: the teacher's).", show_default=False)] = None,
-    batch_size: BatchOption = 32,
-    lr: LrOption = None,
-    weight_decay: WdOption = 0.05,
-    warmup_epochs: WarmupOption = 1.0,
-    grad_accum: AccumOption = 1,
-    seed: SeedOption = 0,
-    balance: BalanceOption = "none",
-    amp: AmpOption = "none",
-    device: DeviceOption = "auto",
-    augment: AugmentOption = True,
-    workers: WorkersOption = 0,
+    pretrained: PretrainedOption = R.pretrained,
+    weights: WeightsOption = R.weights,
+    epochs: EpochsOption = T.epochs,
+    img_size: Annotated[Optional[int], typer.Option("--img-size", min=16, help="Student input side (default: the teacher's).", show_default=False)] = R.img_size,
+    batch_size: BatchOption = T.batch_size,
+    lr: LrOption = R.lr,
+    weight_decay: WdOption = T.weight_decay,
+    warmup_epochs: WarmupOption = T.warmup_epochs,
+    grad_accum: AccumOption = T.grad_accum,
+    seed: SeedOption = T.seed,
+    balance: BalanceOption = T.balance,
+    amp: AmpOption = T.amp,
+    device: DeviceOption = T.device,
+    augment: AugmentOption = T.augment,
+    workers: WorkersOption = T.workers,
     split_seed: SplitSeedOption = 0,
     resume: ResumeOption = None,
     quiet: QuietOption = False,
     db: DbOption = None,
 ):
     from defectopt.errors import DefectoptError
-    from defectopt.train.recipes import DISTILL, RunRequest, distill
+    from defectopt.train.api import distill
 
     cfg = _config(epochs, batch_size, weight_decay, warmup_epochs, grad_accum, seed, balance, amp, device, augment,
                   workers, quiet, alpha=alpha, temperature=temperature)

@@ -28,7 +28,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,71 +37,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from defectopt.metrics.task import evaluate_logits
 from defectopt.errors import DefectoptError
+from defectopt.metrics.task import evaluate_logits
 from defectopt.train import checkpoint as ckpt
 from defectopt.train.distributed import DistContext, context, from_main
 from defectopt.train.losses import class_balanced_weights, kd_loss
-
-BALANCE_CHOICES = ("none", "loss", "sampler")
-AMP_CHOICES = ("none", "bf16", "fp16")
-
-# Recipe fields that must match when a run is resumed (device, verbosity and loader workers may change).
-_RECIPE_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "min_lr_ratio", "grad_accum",
-                  "seed", "balance", "amp", "alpha", "temperature", "augment", "rotation_deg", "clip_grad_norm")
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01
-    grad_accum: int = 1
-    seed: int = 0
-    balance: str = "none"  # none | loss | sampler
-    amp: str = "none"  # none | bf16 | fp16
-    device: str = "auto"  # auto | cpu | cuda
-    alpha: float = 0.0  # KD weight: 0 = plain CE (no teacher needed)
-    temperature: float = 4.0
-    augment: bool = True
-    rotation_deg: float = 10.0
-    clip_grad_norm: float | None = None
-    num_workers: int = 0
-    eval_batch_size: int = 64
-    quiet: bool = False
-
-    def validate(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
-            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
-            (self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}"),
-            (0 <= self.min_lr_ratio <= 1, f"min lr ratio must be in [0, 1], got {self.min_lr_ratio}"),
-            (self.grad_accum >= 1, f"gradient accumulation must be >= 1, got {self.grad_accum}"),
-            (self.balance in BALANCE_CHOICES, f"--balance must be one of {', '.join(BALANCE_CHOICES)}, got '{self.balance}'"),
-            (self.amp in AMP_CHOICES, f"--amp must be one of {', '.join(AMP_CHOICES)}, got '{self.amp}'"),
-            (0.0 <= self.alpha <= 1.0, f"--alpha must be in [0, 1], got {self.alpha}"),
-            (self.temperature > 0, f"--temperature must be > 0, got {self.temperature}"),
-            (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise DefectoptError(message)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def recipe(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _RECIPE_FIELDS}
+from defectopt.train.options import RECIPE_FIELDS, TrainConfig
 
 
 @dataclass
@@ -277,7 +218,13 @@ class _Reporter:
     def start_epoch(self, epoch: int, epochs: int, batches: int, last_recall: float | None) -> None:
         if not self.enabled or self.quiet:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -392,7 +339,7 @@ def _fit(
     if resume and last_path is not None and last_path.is_file():
         state = ckpt.load(last_path)
         saved = state.get("recipe", {})
-        diff = [k for k in _RECIPE_FIELDS if k in saved and saved[k] != getattr(cfg, k)]
+        diff = [k for k in RECIPE_FIELDS if k in saved and saved[k] != getattr(cfg, k)]
         if diff:
             raise DefectoptError(f"cannot resume: the recipe differs from the interrupted run's ({', '.join(diff)})")
         net.load_state_dict(state["model"])
@@ -417,7 +364,7 @@ def _fit(
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             sampler.set_epoch(epoch)
-            loader = DataLoader(items, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+            loader = DataLoader(items, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
                                 drop_last=drop_last)
             train_net.train()
             reporter.start_epoch(epoch, cfg.epochs, batches,
@@ -543,7 +490,7 @@ def _cached_features(model, dataset, data_cfg, cfg, ctx, run_dir, reporter_label
     out: dict[str, Any] = {"key": key}
     for split in ("train", "val"):
         ds = MultiViewDataset(dataset.root, dataset.split(split), [tf])
-        loader = DataLoader(ds, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.num_workers)
+        loader = DataLoader(ds, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.workers)
         out[f"{split}_x"], out[f"{split}_y"] = _features(model, loader, ctx.device)
     if path is not None and ctx.is_main:
         ckpt.save_atomic(out, path)
@@ -588,7 +535,11 @@ def train_model(
     on_step(epoch, batch_index): called after every batch (tests use it to interrupt a run).
     Writes a TrainEpoch row per epoch for model_id (rank 0 only; pass store=None on other ranks).
     """
-    from defectopt.data.loading import MultiViewDataset, eval_transform, train_augmentation
+    from defectopt.data.loading import (
+        MultiViewDataset,
+        eval_transform,
+        train_augmentation,
+    )
 
     cfg.validate()
     ctx = context(cfg.device)
@@ -642,7 +593,7 @@ def train_model(
     augment = train_augmentation(cfg.rotation_deg) if cfg.augment else None
     items = MultiViewDataset(dataset.root, dataset.split("train"), views, augment)
     val_ds = MultiViewDataset(dataset.root, dataset.split("val"), [eval_transform(data_cfg)])
-    val_loader = DataLoader(val_ds, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.num_workers)
+    val_loader = DataLoader(val_ds, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.workers)
     return _fit(store, ctx=ctx, model_id=model_id, net=model, items=items, labels=train_labels,
                 val_loader=val_loader, num_classes=num_classes, task=task, cfg=cfg,
                 teacher=teacher if use_teacher else None, loss_fn=loss_fn, run_dir=run_dir, resume=resume,

@@ -42,9 +42,9 @@ def can_derive(artifact: Artifact, backend: str, native_backend: str | None) -> 
 
 def ensure_export(artifact: Artifact, kind: str) -> Path:
     """The folder of the cached `kind` export ("onnx" | "openvino"), exporting it if missing."""
+    from defectopt.models.artifacts import load_torch_model
     from defectopt.models.export import export_onnx, export_openvino
     from defectopt.models.formats import ONNX_FILE, OPENVINO_XML
-    from defectopt.models.artifacts import load_torch_model
 
     root = derived_root(artifact)
     final = root / kind

@@ -10,7 +10,6 @@ from defectopt.errors import DefectoptError
 from defectopt.models.formats import FORMAT_ONNX, ONNX_FILE
 
 
-
 def make_session(path, *, device: str = "cpu", threads: int | None = None):
     import onnxruntime as ort
 

@@ -13,7 +13,11 @@ import torch
 from defectopt.bench.runners import register_runner
 from defectopt.bench.runners.torch_runner import TorchRunner
 from defectopt.errors import DefectoptError
-from defectopt.models.formats import FORMAT_TORCH_BF16, FORMAT_TORCH_FP16, FORMAT_TORCH_INT8_DYNAMIC
+from defectopt.models.formats import (
+    FORMAT_TORCH_BF16,
+    FORMAT_TORCH_FP16,
+    FORMAT_TORCH_INT8_DYNAMIC,
+)
 
 _PRECISION = {FORMAT_TORCH_INT8_DYNAMIC: "int8", FORMAT_TORCH_BF16: "bf16", FORMAT_TORCH_FP16: "fp16"}
 

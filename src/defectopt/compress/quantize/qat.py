@@ -7,31 +7,19 @@ OpenVINO INT8 IR: the fake quantizers become real INT8 ops, the same engine as `
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from defectopt.compress.quantize.common import Parent, Result, begin_child, make_label
+from defectopt.compress.quantize.options import QATConfig
 from defectopt.compress.quantize.produce import produce
 from defectopt.compress.quantize.static import TRANSFORMER_FAMILIES, save_openvino
 from defectopt.errors import DefectoptError
 from defectopt.models import artifacts
 from defectopt.quiet import quiet_libraries
 from defectopt.store.db import Store
-
-
-@dataclass
-class QATConfig:
-    epochs: int = 3
-    lr: float = 1e-4  # a fine-tune of an already trained model: small steps keep the ranges valid
-    batch_size: int = 32
-    kd_from: int | None = None
-    alpha: float = 0.5  # KD weight when kd_from is given
-    temperature: float = 4.0
-    seed: int = 0
-    quiet: bool = False
 
 
 def fake_quant_model(parent: Parent, calib: list[np.ndarray], keep_fp: list[str] | None = None):

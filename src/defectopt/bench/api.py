@@ -32,44 +32,22 @@ from sqlalchemy import and_, delete, select
 
 from defectopt.bench import runners as runners_mod
 from defectopt.bench.evaluate import predict_split
-from defectopt.bench.host import default_threads, fingerprint
+from defectopt.bench.host import fingerprint
+from defectopt.bench.options import BACKEND_CHOICES, BenchOptions
 from defectopt.bench.roofline import host_peaks, peak_for_precision
-from defectopt.metrics.task import choose_threshold, task_report
-from defectopt.bench.timing import DEFAULT, TimingConfig, compare_interleaved, time_runner
+from defectopt.bench.timing import compare_interleaved, time_runner
 from defectopt.errors import DefectoptError
 from defectopt.metrics import CONTENTION_MAX_CORES
+from defectopt.metrics.task import choose_threshold, task_report
 from defectopt.models.artifacts import Artifact, load_artifact
 from defectopt.store.db import Store
 from defectopt.store.schema import Measurement, Model, ModelStatus
 
-BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "tensorrt", "all")
 # metrics written per timed batch size (replaced together under --force)
 TIMED_METRICS = ("latency_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_mean_ms",
                  "latency_std_ms", "throughput_ips", "core_ms_per_image", "cost_per_1m", "achieved_gmacs_per_s",
                  "roofline_fraction", "contention_cores")
 MEMORY_METRICS = ("peak_rss_mb", "cuda_peak_mb")
-
-
-@dataclass
-class BenchOptions:
-    device: str = "cpu"
-    backend: str = "auto"
-    batch_sizes: tuple[int, ...] = (1, 16)
-    threads: int | None = None  # None: physical cores
-    target_recall: float = 0.99
-    force: bool = False
-    timing: TimingConfig = DEFAULT
-    n_boot: int = 1000
-    seed: int = 0
-    price_per_core_hour: float = 0.05
-    price_per_gpu_hour: float = 2.0
-    memory: bool = True
-    roofline: bool = True
-    vs_parent: bool = False
-    eval_batch_size: int = 32
-
-    def resolved_threads(self) -> int:
-        return self.threads or default_threads()
 
 
 @dataclass
@@ -83,6 +61,13 @@ class BenchOutcome:
     seconds: float = 0.0
     headline: dict[str, Any] = field(default_factory=dict)
     bug: bool = False  # failed with an unexpected exception (not a DefectoptError)
+
+    def line(self) -> str:
+        if self.status == "failed":
+            return f"model {self.model_id} [{self.backend}] failed: {self.message}"
+        if self.status == "skipped":
+            return f"model {self.model_id} [{self.backend}] skipped: {self.message}"
+        return f"model {self.model_id} [{self.backend}] measured: {self.rows} rows in {self.seconds:.1f} s (run {self.run_id})"
 
 
 # --- selection -------------------------------------------------------------------------------
@@ -105,16 +90,6 @@ def parse_ids(store: Store, text: str) -> list[int]:
         else:
             raise DefectoptError(f"--ids takes 'all' or model IDs like 1,3,7 or 2-5; got '{text}'")
     return list(dict.fromkeys(ids))
-
-
-def parse_batch_sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(dict.fromkeys(int(x) for x in text.split(",") if x.strip()))
-    except ValueError:
-        raise DefectoptError(f"--batch-sizes takes positive integers like 1,16; got '{text}'") from None
-    if not sizes or any(b < 1 for b in sizes):
-        raise DefectoptError(f"--batch-sizes takes positive integers like 1,16; got '{text}'")
-    return sizes
 
 
 def backends_to_run(artifact: Artifact, opts: BenchOptions) -> tuple[list[str], str]:
@@ -421,16 +396,25 @@ def validate_options(opts: BenchOptions) -> None:
             raise DefectoptError("--device cuda requested but no CUDA device is available")
     if not 0.0 < opts.target_recall <= 1.0:
         raise DefectoptError(f"--target-recall must be in (0, 1], got {opts.target_recall}")
+    if opts.min_iters is not None and opts.min_iters < 1:
+        raise DefectoptError(f"--min-iters must be >= 1, got {opts.min_iters}")
+    if opts.min_time is not None and opts.min_time <= 0:
+        raise DefectoptError(f"--min-time must be > 0, got {opts.min_time}")
+    if opts.bootstrap is not None and opts.bootstrap < 1:
+        raise DefectoptError(f"--bootstrap must be >= 1, got {opts.bootstrap}")
+    if not opts.batch_sizes or any(int(b) < 1 for b in opts.batch_sizes):
+        raise DefectoptError(f"--batch-sizes takes positive integers like 1,16; got {list(opts.batch_sizes)}")
     if opts.threads is not None and opts.threads < 1:
         raise DefectoptError(f"--threads must be >= 1, got {opts.threads}")
 
 
-def run_bench(store: Store, ids: list[int], opts: BenchOptions, *,
+def run_bench(store: Store, opts: BenchOptions, *,
               on_start: Callable[[int], None] = lambda n: None,
               step: Callable[[str], None] = lambda _: None,
               on_outcome: Callable[[BenchOutcome], None] = lambda o: None) -> list[BenchOutcome]:
-    """Bench every model id; a failing model is reported and the others continue."""
+    """Bench every model of `opts.ids`; a failing model is reported and the others continue."""
     validate_options(opts)
+    ids = parse_ids(store, opts.ids)
     host = fingerprint()
     peaks_cache: dict = {}
     outcomes: list[BenchOutcome] = []

@@ -14,43 +14,32 @@ from typing import Any
 import torch
 from torch import nn
 
+from defectopt.compress.prune.options import (
+    METHODS,
+    PRUNABLE_FORMATS,
+    STRUCTURED,
+    UNSTRUCTURED,
+    PruneOptions,
+    validate_ratio,
+)
 from defectopt.errors import DefectoptError
 from defectopt.models.artifacts import (
-    FORMAT_TORCH, WEIGHTS_FILE, Artifact, begin_model, data_config, load_artifact, load_torch_model, mark_failed, publish,
+    FORMAT_TORCH,
+    WEIGHTS_FILE,
+    Artifact,
+    begin_model,
+    data_config,
+    load_artifact,
+    load_torch_model,
+    mark_failed,
+    publish,
 )
 from defectopt.models.formats import FORMAT_PRUNED
 from defectopt.store.db import Store
 
 TECHNIQUE = "prune"
-STRUCTURED = "structured"
-UNSTRUCTURED = "unstructured"
-METHODS = (STRUCTURED, UNSTRUCTURED)
-# Float PyTorch forms: the only ones pruning can work on (quantized or exported models cannot).
-PRUNABLE_FORMATS = (FORMAT_TORCH, FORMAT_PRUNED)
 # Normalization and labels carried over from the parent's meta.json.
 _INHERITED_META = ("mean", "std", "interpolation", "classes")
-
-
-@dataclass
-class PruneOptions:
-    method: str = STRUCTURED
-    importance: str = "l1"
-    global_pruning: bool = False
-    iterative_steps: int = 1
-    round_to: int = 8
-    finetune_epochs: int = 2
-    kd_from: str | None = None
-    alpha: float = 0.5  # KD weight when kd_from is set
-    temperature: float = 4.0
-    lr: float = 1e-4  # recovery starts from trained weights: a fine-tuning rate, not a from-scratch one
-    batch_size: int = 32
-    calib_batches: int = 4  # train batches whose gradients score channels for taylor importance
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "none"
-    data: str | None = None  # dataset spec; default: the parent's dataset
-    split_seed: int = 0
-    quiet: bool = False
 
 
 @dataclass
@@ -69,36 +58,27 @@ class PruneResult:
     extra: dict[str, Any] = field(default_factory=dict)
     model: nn.Module | None = field(default=None, repr=False, compare=False)  # with keep_models=True
 
+    def line(self) -> str:
+        text = (f"model {self.model_id} ← {self.parent_id}: prune{self.ratio:g} {self.method}  "
+                f"GMACs {self.macs_before / 1e9:.3f} → {self.macs_after / 1e9:.3f}  "
+                f"params {self.params_before / 1e6:.2f}M → {self.params_after / 1e6:.2f}M")
+        if self.best_val:
+            text += f"  val recall {self.best_val.get('recall', float('nan')):.3f} (epoch {self.best_epoch})"
+        return text
+
 
 # --- validation ------------------------------------------------------------------------------
-
-def validate_ratio(ratio: float) -> float:
-    if not 0 < ratio < 1:
-        raise DefectoptError(f"pruning ratio must be between 0 and 1 (exclusive), got {ratio:g}")
-    return float(ratio)
-
-
-def parse_ratios(text: str) -> list[float]:
-    """'0.2,0.4,0.6' -> [0.2, 0.4, 0.6], each validated."""
-    ratios = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            value = float(part)
-        except ValueError:
-            raise DefectoptError(f"--ratios takes comma-separated numbers like 0.2,0.4,0.6; got '{part}'") from None
-        ratios.append(validate_ratio(value))
-    if not ratios:
-        raise DefectoptError("--ratios is empty; give e.g. 0.2,0.4,0.6")
-    return ratios
-
 
 def validate_options(opts: PruneOptions) -> None:
     from defectopt.compress.prune.structured import IMPORTANCES
     from defectopt.compress.prune.unstructured import UNSTRUCTURED_IMPORTANCES
 
+    if not str(opts.model).strip():
+        raise DefectoptError("prune needs --id ID|ALIAS (the model to prune)")
+    if not opts.ratios:
+        raise DefectoptError("give --ratio R or --ratios R1,R2,...")
+    for ratio in opts.ratios:
+        validate_ratio(ratio)
     if opts.method not in METHODS:
         raise DefectoptError(f"--method must be one of {', '.join(METHODS)}, got '{opts.method}'")
     allowed = IMPORTANCES if opts.method == STRUCTURED else UNSTRUCTURED_IMPORTANCES
@@ -137,19 +117,16 @@ def _train_config(opts: PruneOptions, *, with_teacher: bool):
 
 # --- entry point -----------------------------------------------------------------------------
 
-def prune_models(store: Store, parent_ref: str | int, ratios: list[float], opts: PruneOptions,
-                 *, on_result: Callable[[PruneResult], None] | None = None, keep_models: bool = False) -> list[PruneResult]:
+def prune_models(store: Store, opts: PruneOptions, *, on_result: Callable[[PruneResult], None] | None = None, keep_models: bool = False) -> list[PruneResult]:
     """Prune the parent once per ratio; each ratio becomes its own model row.
 
     keep_models: also return each pruned nn.Module (the published weights) in `result.model`.
     """
     from defectopt.models.catalog import resolve_model_ref
 
-    ratios = [validate_ratio(r) for r in ratios]
-    if not ratios:
-        raise DefectoptError("give --ratio R or --ratios R1,R2,...")
     validate_options(opts)
-    parent = load_artifact(store, resolve_model_ref(store, parent_ref))
+    ratios = [validate_ratio(r) for r in opts.ratios]
+    parent = load_artifact(store, resolve_model_ref(store, opts.model))
     if parent.format not in PRUNABLE_FORMATS:
         raise DefectoptError(
             f"model {parent.id} has format '{parent.format}'; pruning needs a float PyTorch model "
@@ -208,10 +185,10 @@ def _calibration(dataset, data_cfg: dict[str, Any], batch_size: int, n_batches: 
 
 def prune_one(store: Store, parent: Artifact, ratio: float, opts: PruneOptions, *, dataset=None,
               teacher: nn.Module | None = None, teacher_art: Artifact | None = None, keep_model: bool = False) -> PruneResult:
-    from defectopt.models.pruned import capture_structure
-    from defectopt.compress.prune.structured import StructuredConfig, prune_structured
     from defectopt.compress.prune import unstructured as unstr
+    from defectopt.compress.prune.structured import StructuredConfig, prune_structured
     from defectopt.models.factory import count_macs, param_count
+    from defectopt.models.pruned import capture_structure
 
     img = parent.img_size
     data_cfg = data_config(parent)

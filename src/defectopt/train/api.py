@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,44 +19,15 @@ import torch
 from defectopt.errors import DefectoptError
 from defectopt.train import checkpoint as ckpt
 from defectopt.train.distributed import barrier, context, from_main
-from defectopt.train.engine import StepHook, TrainConfig, train_model
-
-FINETUNE = "finetune"
-DISTILL = "distill"
-
-# Default learning rates when --lr is not given (AdamW): a pretrained network is fine-tuned
-# gently, a randomly initialised one needs a larger step, a linear probe trains a single layer.
-LR_FINETUNE_PRETRAINED = 1e-4
-LR_FROM_SCRATCH = 1e-3
-LR_LINEAR_PROBE = 5e-3
-
-
-@dataclass
-class RunRequest:
-    """Everything that defines a finetune or distill run (stored in the row for --resume)."""
-
-    command: str  # finetune | distill
-    model: str  # the alias trained: the teacher (finetune) or the student (distill)
-    data: str | None = None  # dataset spec; distill defaults to the teacher's dataset
-    split_seed: int = 0
-    img_size: int | None = None  # finetune default 224; distill default: the teacher's size
-    pretrained: bool = True
-    weights: str | None = None
-    freeze_backbone: bool = False
-    teacher: str | None = None  # distill: model ID or alias
-    lr: float | None = None  # None: a default chosen from the init (see LR_* above)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["train"] = self.train.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunRequest:
-        d = dict(d)
-        d["train"] = TrainConfig.from_dict(d.get("train", {}))
-        return cls(**d)
+from defectopt.train.engine import StepHook, train_model
+from defectopt.train.options import (
+    DISTILL,
+    FINETUNE,
+    LR_FINETUNE_PRETRAINED,
+    LR_FROM_SCRATCH,
+    LR_LINEAR_PROBE,
+    RunRequest,
+)
 
 
 @dataclass
@@ -204,9 +175,9 @@ def _echo_main(echo: Echo) -> Echo:
 def _resume_request(store, req: RunRequest, resume_id: int, command: str) -> RunRequest:
     """The stored request of run `resume_id`, keeping this invocation's device/quiet/workers
     (where and how to run may change on resume; what to train may not)."""
-    device, quiet, workers = req.train.device, req.train.quiet, req.train.num_workers
+    device, quiet, workers = req.train.device, req.train.quiet, req.train.workers
     stored = from_main(lambda: _reopen_for_resume(store, resume_id, command))
-    stored.train.device, stored.train.quiet, stored.train.num_workers = device, quiet, workers
+    stored.train.device, stored.train.quiet, stored.train.workers = device, quiet, workers
     return stored
 
 
@@ -221,6 +192,7 @@ def finetune_teacher(store, req: RunRequest, *, resume_id: int | None = None, on
 
     ctx = context(req.train.device)
     echo = _echo_main(echo)
+    req = RunRequest.from_dict(req.to_dict())  # resolved below (alias, size, lr): the caller's object stays as given
     if resume_id is not None:
         req = _resume_request(store, req, resume_id, FINETUNE)
     spec = get(req.model)
@@ -295,6 +267,7 @@ def distill(store, req: RunRequest, *, resume_id: int | None = None, on_step: St
 
     ctx = context(req.train.device)
     echo = _echo_main(echo)
+    req = RunRequest.from_dict(req.to_dict())  # resolved below (alias, teacher, size, lr): the caller's stays as given
     if resume_id is not None:
         req = _resume_request(store, req, resume_id, DISTILL)
     spec = get(req.model)

@@ -1,0 +1,233 @@
+"""`quantize_model`: the one entry point behind `defectopt quantize` (and the pipeline).
+
+Each method is a small `QuantizeMethod` subclass (Torch-Pruning's `BasePruningFunc` style): its
+name, its default runtime, whether it needs calibration images, which options it accepts, the
+checks it adds before anything is written, and `run`. A subclass registers itself by its name;
+adding a method is adding a class here (or anywhere that is imported before use).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from defectopt.bench.host import cpu_has_bf16
+from defectopt.compress.quantize import auto, dynamic, half, qat, sensitivity, static
+from defectopt.compress.quantize.common import (
+    Parent,
+    Result,
+    calibration_batches,
+    layer_groups,
+    load_parent,
+    resolve_keep_fp,
+)
+from defectopt.compress.quantize.options import (
+    BACKEND_CHOICES,
+    QATConfig,
+    QuantizeOptions,
+)
+from defectopt.errors import DefectoptError
+from defectopt.store.db import Store
+
+Log = Callable[[str], None]
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class QuantizeOutcome:
+    results: list[Result] = field(default_factory=list)
+    sensitivity: list[dict[str, Any]] | None = None
+    speed: dict[str, float] | None = None
+    chosen: Result | None = None
+    notes: list[str] = field(default_factory=list)
+    parent_id: int = 0
+
+
+@dataclass
+class Job:
+    """What a method's `run` gets: the resolved parent, backend, calibration batches and options."""
+
+    store: Store
+    parent: Parent
+    opts: QuantizeOptions
+    backend: str
+    calib: list[np.ndarray]
+    float_precision: str
+    log: Log
+    progress: Progress | None
+
+
+METHODS: dict[str, type[QuantizeMethod]] = {}
+
+
+class QuantizeMethod:
+    name: ClassVar[str]
+    default_backend: ClassVar[str]
+    needs_calibration: ClassVar[bool] = False
+    accepts_keep_fp: ClassVar[bool] = False
+    accepts_sensitivity: ClassVar[bool] = False  # --sensitivity ranks layers to keep in float
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        METHODS[cls.name] = cls
+
+    def check(self, opts: QuantizeOptions, backend: str, parent: Parent) -> None:
+        """Method-specific refusals, before any row is written."""
+
+    def run(self, job: Job, out: QuantizeOutcome) -> None:
+        raise NotImplementedError
+
+    # shared by the PTQ methods: --sensitivity ranking, then the --keep-fp layer groups
+    @staticmethod
+    def kept_float(job: Job, out: QuantizeOutcome) -> list[str]:
+        ranking = None
+        if job.opts.sensitivity:
+            out.sensitivity = sensitivity.analyse(job.store, job.parent, method=job.opts.method, backend=job.backend,
+                                                  calib=job.calib, progress=job.progress)
+            ranking = [r["layer"] for r in out.sensitivity]
+        return resolve_keep_fp(job.opts.keep_fp, layer_groups(job.parent.model), ranking)
+
+
+class Dynamic(QuantizeMethod):
+    """torch dynamic INT8 of Linear layers (weights INT8, activations quantized on the fly)."""
+
+    name, default_backend = "dynamic", "torch"
+    accepts_keep_fp = accepts_sensitivity = True
+
+    def check(self, opts, backend, parent):
+        dynamic.check_applicable(parent, backend)
+
+    def run(self, job, out):
+        keep = self.kept_float(job, out)
+        out.results.append(dynamic.run(job.store, job.parent, keep_fp=keep, device=job.opts.device))
+
+
+class Static(QuantizeMethod):
+    """INT8 post-training quantization with calibration: OpenVINO/NNCF or ONNX Runtime QDQ."""
+
+    name, default_backend = "static", "openvino"
+    needs_calibration = accepts_keep_fp = accepts_sensitivity = True
+
+    def check(self, opts, backend, parent):
+        static.refuse_backend(backend, parent.family, parent.artifact.alias)
+
+    def run(self, job, out):
+        keep = self.kept_float(job, out)
+        result = static.run(job.store, job.parent, backend=job.backend, calib=job.calib, keep_fp=keep,
+                            device=job.opts.device, float_precision=job.float_precision)
+        out.results.append(result)
+        if keep and job.opts.time_keep_fp:
+            from defectopt.models.artifacts import load_artifact
+
+            out.speed = static.speed_cost(job.parent, job.calib, backend=job.backend, keep_fp=keep,
+                                          mixed_id_artifact=load_artifact(job.store, result.model_id),
+                                          float_precision=job.float_precision)
+
+
+class BF16(QuantizeMethod):
+    name, default_backend = "bf16", "openvino"
+
+    def run(self, job, out):
+        out.results.append(half.run_bf16(job.store, job.parent, backend=job.backend, device=job.opts.device))
+
+
+class FP16(QuantizeMethod):
+    name, default_backend = "fp16", "torch"
+
+    def check(self, opts, backend, parent):
+        half.refuse_fp16(opts.device)
+
+    def run(self, job, out):
+        out.results.append(half.run_fp16(job.store, job.parent, backend=job.backend, device=job.opts.device))
+
+
+class QAT(QuantizeMethod):
+    """Fake-quant fine-tuning (NNCF) with the shared engine, exported to an INT8 OpenVINO IR."""
+
+    name, default_backend = "qat", "openvino"
+    needs_calibration = accepts_keep_fp = True
+
+    def run(self, job, out):
+        keep = resolve_keep_fp(job.opts.keep_fp, layer_groups(job.parent.model), None)
+        out.results.append(qat.run(job.store, job.parent, calib=job.calib, cfg=job.opts.qat, keep_fp=keep,
+                                   device=job.opts.device, backend=job.backend, float_precision=job.float_precision))
+
+
+class Auto(QuantizeMethod):
+    """PTQ; if val recall drops more than allowed, mixed precision from the sensitivity ranking; then QAT."""
+
+    name, default_backend = "auto", "openvino"
+    needs_calibration = True
+
+    def check(self, opts, backend, parent):
+        static.refuse_backend(backend, parent.family, parent.artifact.alias)
+
+    def run(self, job, out):
+        res = auto.run(job.store, job.parent, calib=job.calib, max_recall_drop=job.opts.max_recall_drop,
+                       backend=job.backend, qat_cfg=job.opts.qat, max_keep_fp=job.opts.max_keep_fp,
+                       device=job.opts.device, log=job.log, float_precision=job.float_precision)
+        out.results, out.chosen, out.sensitivity = res.attempts, res.chosen, res.sensitivity
+
+
+def method(name: str) -> QuantizeMethod:
+    if name not in METHODS:
+        raise DefectoptError(f"unknown --method '{name}'; choose from {', '.join(METHODS)}")
+    return METHODS[name]()
+
+
+def _validate(opts: QuantizeOptions, meth: QuantizeMethod, backend: str, parent: Parent) -> None:
+    """Everything a user can get wrong, checked before any row is written."""
+    if backend not in BACKEND_CHOICES:
+        raise DefectoptError(f"unknown --backend '{backend}'; choose from {', '.join(BACKEND_CHOICES)}")
+    if opts.device not in ("cpu", "cuda"):
+        raise DefectoptError(f"--device must be cpu or cuda, not '{opts.device}'")
+    if opts.float_precision not in ("auto", "fp32", "bf16"):
+        raise DefectoptError("--float-precision must be auto, fp32 or bf16")
+    if opts.float_precision == "bf16" and not cpu_has_bf16():
+        raise DefectoptError("--float-precision bf16 needs a CPU with AVX512-BF16 or AMX; this one has neither (use fp32)")
+    meth.check(opts, backend, parent)
+    if opts.sensitivity and not meth.accepts_sensitivity:
+        raise DefectoptError("--sensitivity applies to --method static or dynamic (auto runs it when PTQ misses the budget)")
+    if opts.keep_fp and not meth.accepts_keep_fp:
+        raise DefectoptError("--keep-fp applies to --method static, dynamic or qat")
+    if opts.calib_images <= 0:
+        raise DefectoptError("--calib-images must be a positive number")
+    if not 0.0 <= opts.max_recall_drop < 1.0:
+        raise DefectoptError(f"--max-recall-drop must be in [0, 1), got {opts.max_recall_drop:g}")
+    if opts.max_keep_fp < 0:
+        raise DefectoptError(f"--max-keep-fp must be >= 0, got {opts.max_keep_fp}")
+
+
+def resolve_float_precision(choice: str) -> str:
+    if choice == "auto":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return choice
+
+
+def quantize_model(store: Store, opts: QuantizeOptions, log: Log = print, progress: Progress | None = None) -> QuantizeOutcome:
+    from defectopt.models.catalog import resolve_model_ref
+
+    if not str(opts.model).strip():
+        raise DefectoptError("quantize needs --id ID|ALIAS (the model to quantize)")
+    meth = method(opts.method)  # an unknown method is refused before the parent is even loaded
+    parent = load_parent(store, resolve_model_ref(store, opts.model))
+    backend = meth.default_backend if opts.backend == "auto" else opts.backend
+    _validate(opts, meth, backend, parent)
+    out = QuantizeOutcome(parent_id=parent.id)
+    needs_calib = meth.needs_calibration or (opts.sensitivity and backend != "torch")
+    calib = calibration_batches(parent, opts.calib_images, opts.seed) if needs_calib else []
+    if calib and len(calib) < opts.calib_images:
+        out.notes.append(f"calibrated on all {len(calib)} train images (fewer than --calib-images {opts.calib_images})")
+    job = Job(store, parent, opts, backend, calib, resolve_float_precision(opts.float_precision), log, progress)
+    meth.run(job, out)
+    if meth.name != Auto.name:  # auto chooses (or not) itself, and logs its attempts as it goes
+        out.chosen = out.results[-1] if out.results else None
+        for r in out.results:
+            out.notes.extend(r.notes)
+    return out
+
+
+__all__ = ["METHODS", "QATConfig", "QuantizeMethod", "QuantizeOptions", "QuantizeOutcome", "quantize_model"]

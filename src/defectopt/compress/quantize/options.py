@@ -1,0 +1,41 @@
+"""Options of `quantize` (the entry point `compress.quantize.api.quantize_model`): every default in
+one place, importable without torch (the CLI shows them, the pipeline builds them from TOML).
+The methods themselves, with their names and default backends, are classes in `api`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BACKEND_CHOICES = ("auto", "openvino", "onnxruntime", "torch", "pt2e", "fx")
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    epochs: int = 3
+    lr: float = 1e-4  # a fine-tune of an already trained model: small steps keep the ranges valid
+    batch_size: int = 32
+    kd_from: int | None = None
+    alpha: float = 0.5  # KD weight when kd_from is given
+    temperature: float = 4.0
+    seed: int = 0
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    model: str = ""  # the FP32 model to quantize: an ID, or an alias meaning its latest ready model
+    method: str = "auto"  # a name in api.METHODS
+    backend: str = "auto"  # auto: the method's own default runtime
+    calib_images: int = 256
+    keep_fp: str | None = None  # "N" or "NAME,..."
+    sensitivity: bool = False
+    max_recall_drop: float = 0.01
+    max_keep_fp: int = 3
+    device: str = "cpu"
+    # OpenVINO hint for the float parts of an INT8 model; "auto": bf16 where the CPU has
+    # AVX512-BF16/AMX (measured faster for every INT8 model in benchmarks/bench_quantize.py,
+    # e.g. vit_s16 12.1 -> 10.6 ms, with the same logit fidelity), else fp32
+    float_precision: str = "auto"
+    qat: QATConfig = field(default_factory=QATConfig)
+    seed: int = 0
+    time_keep_fp: bool = True  # time the speed cost of --keep-fp (off in tests: tiny models)
