@@ -29,7 +29,7 @@ def _rows(store, model_id=None):
 def test_bench_writes_one_row_set_per_run_with_host_fingerprint(store, synthetic, ready_model):
     from defectopt.bench.evaluate import predict_split
     from defectopt.bench.runners import open_runner
-    from defectopt.metrics.task import binary_decisions
+    from defectopt.runtime.preprocess import binary_decisions
     from defectopt.metrics import resolve
     from defectopt.models.artifacts import load_artifact
 

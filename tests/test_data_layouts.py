@@ -175,7 +175,7 @@ def test_frozen_split_refuses_when_files_disappear(store, tmp_path):
 @pytest.mark.parametrize("mode,suffix", [("L", ".png"), ("RGBA", ".png"), ("I;16", ".png"), ("LA", ".png"),
                                          ("P", ".png"), ("L", ".bmp"), ("RGB", ".jpg"), ("L", ".tif")])
 def test_any_image_mode_loads_as_3_channels(tmp_path, mode, suffix):
-    from defectopt.data.images import load_rgb
+    from defectopt.runtime.preprocess import load_rgb
     from defectopt.data.loading import eval_transform
 
     path = write_image(tmp_path / f"img{suffix}", mode, size=20)
@@ -190,7 +190,7 @@ def test_16bit_image_keeps_its_dynamic_range(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from defectopt.data.images import load_rgb
+    from defectopt.runtime.preprocess import load_rgb
 
     arr = np.linspace(0, 65535, 16 * 16).astype(np.uint16).reshape(16, 16)
     Image.fromarray(arr).save(tmp_path / "deep.png")

@@ -7,6 +7,7 @@ import pytest
 
 from defectopt.metrics import task as tm
 from defectopt.metrics import resolve
+from defectopt.runtime.preprocess import binary_decisions
 
 
 def _logits_from_scores(scores):
@@ -60,11 +61,11 @@ def test_threshold_is_the_highest_reaching_target_recall_on_val(target):
     scores = np.where(labels == 1, rng.beta(5, 2, len(labels)), rng.beta(2, 5, len(labels)))
     logits = _logits_from_scores(scores)
     choice = tm.choose_threshold(logits, labels, target)
-    flagged = tm.binary_decisions(logits, choice.threshold)
+    flagged = binary_decisions(logits, choice.threshold)
     recall = flagged[labels == 1].mean()
     assert recall >= target and choice.val_recall == pytest.approx(recall)
     # any higher threshold misses the target: it is the highest one that reaches it
-    higher = tm.binary_decisions(logits, np.nextafter(choice.threshold, 2.0))
+    higher = binary_decisions(logits, np.nextafter(choice.threshold, 2.0))
     assert higher[labels == 1].mean() < target
 
 

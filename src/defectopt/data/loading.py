@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from defectopt.data.images import load_rgb
+from defectopt.runtime.preprocess import Preprocess, load_rgb, preprocess
 
 
 def resolve_model_data_config(model, img_size: int) -> dict[str, Any]:
@@ -28,13 +28,19 @@ def resolve_model_data_config(model, img_size: int) -> dict[str, Any]:
     return cfg
 
 
-def eval_transform(cfg: dict[str, Any]) -> Callable:
-    from timm.data import create_transform
+class EvalTransform:
+    """PIL image -> normalized CHW tensor: `runtime.preprocess`, the one implementation (the same
+    numbers as timm's eval transform at crop_pct 1; predict and bundles use it too)."""
 
-    return create_transform(
-        input_size=cfg["input_size"], is_training=False, mean=cfg["mean"], std=cfg["std"],
-        interpolation=cfg.get("interpolation", "bilinear"), crop_pct=1.0,
-    )
+    def __init__(self, cfg: dict[str, Any]):
+        self.spec = Preprocess.from_data_config(cfg)
+
+    def __call__(self, img) -> torch.Tensor:
+        return torch.from_numpy(preprocess(img, self.spec))
+
+
+def eval_transform(cfg: dict[str, Any]) -> Callable:
+    return EvalTransform(cfg)
 
 
 def train_augmentation(rotation_deg: float = 10.0) -> Callable:

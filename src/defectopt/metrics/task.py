@@ -22,23 +22,7 @@ import numpy as np
 
 from defectopt.errors import DefectoptError
 from defectopt.metrics import RECALL_TYPE_PREFIX
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def defect_scores(logits: np.ndarray) -> np.ndarray:
-    return softmax(np.asarray(logits, dtype=np.float64))[:, 1]
-
-
-def binary_decisions(logits: np.ndarray, threshold: float | None) -> np.ndarray:
-    logits = np.asarray(logits)
-    if threshold is None:
-        return (logits.argmax(axis=1) == 1).astype(np.int64)
-    return (defect_scores(logits) >= threshold).astype(np.int64)
+from defectopt.runtime.preprocess import binary_decisions, defect_scores
 
 
 def _safe_div(a: float, b: float) -> float:
