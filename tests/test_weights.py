@@ -160,7 +160,8 @@ def lite0_weights(tmp_path_factory):
 
 
 def test_imported_lite0_passes_the_sanity_set_and_records_provenance(lite0_weights):
-    from defectopt.models.weights import SIDECAR_FILE, sha256_file
+    from defectopt.models.weights import SIDECAR_FILE
+    from defectopt.runtime.bundle import sha256_file
 
     folder, w = lite0_weights
     s = json.loads((folder / "efficientnet_lite0" / SIDECAR_FILE).read_text())

@@ -18,7 +18,6 @@ staged in a temp folder and renamed into place.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -31,6 +30,7 @@ from typing import Any
 
 from defectopt.errors import DefectoptError
 from defectopt.paths import weights_root
+from defectopt.runtime.bundle import sha256_file
 
 PKG_PREFIX = "pkg:"
 WEIGHTS_FILE = "weights.safetensors"
@@ -78,14 +78,6 @@ class ImportedWeights:
         """What a trained model records about where its initial weights came from."""
         keys = ("name", "source", "source_sha256", "sha256", "mapping", "timm_name")
         return {k: self.sidecar[k] for k in keys}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- sources --------------------------------------------------------------------------------
