@@ -92,6 +92,23 @@ def test_predict_reproduces_bench_decisions_for_every_runtime(store, db_path, sy
         assert all("cpu" in m["host"] for m in info["measurements"])
 
 
+def test_tflite_bundle_reproduces_bench_litert_decisions(store, db_path, synthetic, tmp_path):
+    from defectopt.models.export import litert_available
+
+    if not litert_available():
+        pytest.skip("LiteRT is an optional extra: pip install 'defectopt[tflite]'")
+    from defectopt.runtime.predictor import PredictOptions, predict
+
+    mid = make_ready_model(store, "test_resnet", synthetic)
+    _bench(db_path, str(mid))  # the threshold, from the native runtime
+    _bench(db_path, str(mid), "litert")
+    out = tmp_path / "b"
+    assert run_cli(["export", "--id", mid, "--out", out, "--format", "tflite", "--db", db_path]).code == 0
+    paths = tuple(str(synthetic.root / r["path"]) for r in synthetic.split("test"))
+    got = np.array([int(r.flagged) for r in predict(PredictOptions(bundle=str(out), paths=paths, threads=1)).results])
+    np.testing.assert_array_equal(got, _bench_decisions(store, mid, synthetic, "litert"))
+
+
 def test_bundle_refuses_tampering_and_extra_files(store, db_path, synthetic, tmp_path):
     from defectopt.runtime.bundle import load_bundle
 
@@ -118,7 +135,11 @@ def test_export_errors_write_nothing(store, db_path, synthetic, tmp_path):
     mid = make_ready_model(store, "test_resnet", synthetic)
     out = tmp_path / "b"
     assert_user_error(run_cli(["export", "--id", mid, "--out", out, "--db", db_path]), "no val-calibrated threshold")
-    assert_user_error(run_cli(["export", "--id", mid, "--out", out, "--format", "tflite", "--db", db_path]), "tflite")
+    from defectopt.models.export import litert_available
+
+    if not litert_available():
+        assert_user_error(run_cli(["export", "--id", mid, "--out", out, "--format", "tflite", "--db", db_path]),
+                          "defectopt[tflite]")
     assert_user_error(run_cli(["export", "--id", "999", "--out", out, "--db", db_path]), "999")
     assert not out.exists() and not list(tmp_path.glob(".b.*"))
     _bench(db_path, str(mid))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from defectopt.bench.timing import DEFAULT, QUICK, TimingConfig
 from defectopt.errors import DefectoptError
 
-BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "tensorrt", "all")
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "tensorrt", "litert", "all")
 BOOTSTRAP = 1000  # resamples for the CI of macro recall
 QUICK_BOOTSTRAP = 200
 

@@ -24,8 +24,10 @@ from defectopt.models.artifacts import Artifact, data_config, load_artifact
 from defectopt.models.formats import (
     FORMAT_ONNX,
     FORMAT_OPENVINO,
+    FORMAT_TFLITE,
     ONNX_FILE,
     OPENVINO_XML,
+    TFLITE_FILE,
     TORCH_FAMILY,
 )
 from defectopt.runtime.bundle import BUNDLE_FILE, BUNDLE_VERSION, sha256_file
@@ -34,13 +36,10 @@ from defectopt.store.db import Store
 from defectopt.store.schema import Measurement, Model
 
 # bundle format -> (bench backend that runs it, model file)
-FORMAT_BACKEND = {"openvino": "openvino", "onnx": "onnxruntime"}
-MODEL_FILE = {"openvino": OPENVINO_XML, "onnx": ONNX_FILE}
+FORMAT_BACKEND = {"openvino": "openvino", "onnx": "onnxruntime", "tflite": "litert"}
+MODEL_FILE = {"openvino": OPENVINO_XML, "onnx": ONNX_FILE, "tflite": TFLITE_FILE}
 SHIPPED_METRICS = ("recall", "recall_ci_low", "recall_ci_high", "precision", "f1", "fnr", "auroc", "macro_recall",
                    "min_class_recall", "latency_ms", "throughput_ips", "size_mb", "peak_rss_mb")
-TFLITE_REFUSAL = ("--format tflite is not available: litert-torch (the PyTorch -> LiteRT converter) requires "
-                  "torch < 2.10 and defectopt needs torch >= 2.14, and the ONNX -> TFLite route (onnx2tf) needs "
-                  "TensorFlow; export --format openvino or onnx instead")
 
 
 def _validate(opts: ExportOptions) -> None:
@@ -51,7 +50,10 @@ def _validate(opts: ExportOptions) -> None:
     if opts.format is not None and opts.format not in BUNDLE_FORMATS:
         raise DefectoptError(f"--format takes one of {', '.join(BUNDLE_FORMATS)}, got '{opts.format}'")
     if opts.format == "tflite":
-        raise DefectoptError(TFLITE_REFUSAL)
+        from defectopt.models.export import TFLITE_EXTRA, litert_available
+
+        if not litert_available():
+            raise DefectoptError(f"--format tflite needs the LiteRT converter: {TFLITE_EXTRA}")
     out = Path(opts.out)
     if out.exists() and not opts.force:
         raise DefectoptError(f"{out} already exists; choose another --out or pass --force to replace it")
@@ -80,7 +82,7 @@ def choose_format(art: Artifact, rows: list[Measurement]) -> str:
 
 def _model_files(art: Artifact, fmt: str) -> tuple[Path, list[Path]]:
     """(model file, every file it needs) in the requested format."""
-    native = {FORMAT_OPENVINO: "openvino", FORMAT_ONNX: "onnx"}.get(art.format)
+    native = {FORMAT_OPENVINO: "openvino", FORMAT_ONNX: "onnx", FORMAT_TFLITE: "tflite"}.get(art.format)
     if native == fmt:
         folder = art.dir
     elif art.format in TORCH_FAMILY:
@@ -88,8 +90,9 @@ def _model_files(art: Artifact, fmt: str) -> tuple[Path, list[Path]]:
 
         folder = ensure_export(art, fmt)  # the same FP32 export bench measured, cached beside the artifact
     else:
-        raise DefectoptError(f"model {art.id} is a '{art.format}' artifact, which has no {fmt} form; export a model "
-                             f"quantized with --backend {'onnxruntime' if fmt == 'onnx' else 'openvino'}, or its FP32 parent")
+        hint = {"onnx": "quantized with --backend onnxruntime, or its FP32 parent", "openvino": "quantized with "
+                "--backend openvino, or its FP32 parent", "tflite": "in FP32 (its torch parent)"}[fmt]
+        raise DefectoptError(f"model {art.id} is a '{art.format}' artifact, which has no {fmt} form; export a model {hint}")
     name = art.meta.get(f"{fmt}_file", MODEL_FILE[fmt]) if native == fmt else MODEL_FILE[fmt]
     model_file = folder / name
     if not model_file.is_file():
@@ -97,7 +100,7 @@ def _model_files(art: Artifact, fmt: str) -> tuple[Path, list[Path]]:
     files = [model_file]
     if fmt == "openvino":
         files.append(model_file.with_suffix(".bin"))
-    else:
+    elif fmt == "onnx":
         files += [p for p in folder.iterdir() if p.suffix == ".data" or p.name.endswith(".onnx.data")]
     return model_file, files
 

@@ -16,6 +16,7 @@ WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
 OPENVINO_XML = "model.xml"
 TENSORRT_ENGINE = "model.plan"
+TFLITE_FILE = "model.tflite"
 INT8_LINEAR_FILE = "int8_linear.safetensors"
 FLOAT_FILE = "float.safetensors"
 
@@ -27,6 +28,7 @@ FORMAT_TORCH_FP16 = "torch-fp16"
 FORMAT_ONNX = "onnx"
 FORMAT_OPENVINO = "openvino"
 FORMAT_TENSORRT = "tensorrt"
+FORMAT_TFLITE = "tflite"
 
 
 # The formats that rebuild into an FP32 nn.Module: the inputs of prune, quantize and export.

@@ -19,7 +19,7 @@ from defectopt.runtime.preprocess import Preprocess
 BUNDLE_FILE = "bundle.json"
 BUNDLE_VERSION = 1
 # the runtime each bundle format needs, and the model file it starts from
-RUNTIMES = {"openvino": ("openvino", "model.xml"), "onnx": ("onnxruntime", "model.onnx")}
+RUNTIMES = {"openvino": ("openvino", "model.xml"), "onnx": ("onnxruntime", "model.onnx"), "tflite": ("ai_edge_litert", "model.tflite")}
 
 
 def sha256_file(path: Path) -> str:

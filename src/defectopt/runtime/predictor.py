@@ -56,6 +56,16 @@ class Session:
             self._config = config
             self._compiled: dict[tuple, tuple] = {}
             self._kind = "openvino"
+        elif bundle.format == "tflite":
+            try:
+                from ai_edge_litert.interpreter import Interpreter
+            except ImportError:
+                raise DefectoptError("this bundle needs the LiteRT interpreter: pip install ai-edge-litert") from None
+            self._interpreter = Interpreter(model_path=str(bundle.model_file), num_threads=threads)
+            self._input = self._interpreter.get_input_details()[0]["index"]
+            self._output = self._interpreter.get_output_details()[0]["index"]
+            self._shape: tuple | None = None
+            self._kind = "litert"
         else:
             try:
                 import onnxruntime as ort
@@ -72,6 +82,14 @@ class Session:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if self._kind == "onnxruntime":
             return self._session.run(None, {self._input: batch})[0]
+        if self._kind == "litert":
+            if batch.shape != self._shape:
+                self._interpreter.resize_tensor_input(self._input, list(batch.shape))
+                self._interpreter.allocate_tensors()
+                self._shape = tuple(batch.shape)
+            self._interpreter.set_tensor(self._input, batch)
+            self._interpreter.invoke()
+            return np.array(self._interpreter.get_tensor(self._output))
         shape = tuple(batch.shape)
         if shape not in self._compiled:
             if len(self._compiled) >= 4:

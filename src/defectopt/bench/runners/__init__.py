@@ -21,9 +21,10 @@ from defectopt.models.artifacts import Artifact
 _RUNNERS: dict[tuple[str, str], type[Runner]] = {}
 _DEFAULT_BACKEND: dict[str, str] = {}
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "litert")
 # Which devices each runtime serves here (OpenVINO: CPU plugin; TensorRT: NVIDIA GPUs only).
-BACKEND_DEVICES = {"torch": ("cpu", "cuda"), "onnxruntime": ("cpu", "cuda"), "openvino": ("cpu",), "tensorrt": ("cuda",)}
+BACKEND_DEVICES = {"torch": ("cpu", "cuda"), "onnxruntime": ("cpu", "cuda"), "openvino": ("cpu",), "tensorrt": ("cuda",),
+                   "litert": ("cpu",)}
 
 
 def register_runner(fmt: str, backend: str, *, default: bool = False) -> Callable[[type[Runner]], type[Runner]]:
@@ -90,6 +91,7 @@ def open_runner(artifact: Artifact, *, device: str = "cpu", backend: str = "auto
 # The runners register themselves on import (each module imports its runtime lazily, so this
 # works without onnxruntime/openvino/tensorrt installed); the registry above imports none of them.
 from defectopt.bench.runners import (  # noqa: E402,F401
+    litert_runner,
     onnx_runner,
     openvino_runner,
     quantized_torch_runner,

@@ -27,7 +27,7 @@ from defectopt.models.artifacts import Artifact
 
 DERIVED_DIR = ".derived"
 # runtime -> export kind it consumes
-EXPORT_FOR_BACKEND = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "onnx"}
+EXPORT_FOR_BACKEND = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "onnx", "litert": "tflite"}
 
 
 def derived_root(artifact: Artifact) -> Path:
@@ -36,19 +36,24 @@ def derived_root(artifact: Artifact) -> Path:
 
 def can_derive(artifact: Artifact, backend: str, native_backend: str | None) -> bool:
     """FP32 models whose native runtime is torch eager (plain or pruned) can be exported."""
+    if backend == "litert":
+        from defectopt.models.export import litert_available
+
+        if not litert_available():  # an optional extra: without it the backend is simply not offered
+            return False
     return (backend in EXPORT_FOR_BACKEND and native_backend == "torch"
             and artifact.meta.get("precision", "fp32") == "fp32")
 
 
 def ensure_export(artifact: Artifact, kind: str) -> Path:
-    """The folder of the cached `kind` export ("onnx" | "openvino"), exporting it if missing."""
+    """The folder of the cached `kind` export ("onnx" | "openvino" | "tflite"), exporting it if missing."""
     from defectopt.models.artifacts import load_torch_model
-    from defectopt.models.export import export_onnx, export_openvino
-    from defectopt.models.formats import ONNX_FILE, OPENVINO_XML
+    from defectopt.models.export import export_onnx, export_openvino, export_tflite
+    from defectopt.models.formats import ONNX_FILE, OPENVINO_XML, TFLITE_FILE
 
     root = derived_root(artifact)
     final = root / kind
-    payload = ONNX_FILE if kind == "onnx" else OPENVINO_XML
+    payload = {"onnx": ONNX_FILE, "openvino": OPENVINO_XML, "tflite": TFLITE_FILE}[kind]
     if (final / payload).is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
@@ -62,6 +67,8 @@ def ensure_export(artifact: Artifact, kind: str) -> Path:
                 export_onnx(model, artifact.img_size, tmp / ONNX_FILE)
             elif kind == "openvino":
                 export_openvino(model, artifact.img_size, tmp)
+            elif kind == "tflite":
+                export_tflite(model, artifact.img_size, tmp)
             else:
                 raise ValueError(kind)
         (tmp / "derived.json").write_text(json.dumps({
@@ -79,7 +86,7 @@ def ensure_export(artifact: Artifact, kind: str) -> Path:
 
 def open_derived(artifact: Artifact, backend: str, *, device: str, threads: int | None):
     """A runner of `backend` over the cached FP32 export of a torch artifact."""
-    from defectopt.models.formats import ONNX_FILE, OPENVINO_XML
+    from defectopt.models.formats import ONNX_FILE, OPENVINO_XML, TFLITE_FILE
 
     folder = ensure_export(artifact, EXPORT_FOR_BACKEND[backend])
     if backend == "onnxruntime":
@@ -96,6 +103,10 @@ def open_derived(artifact: Artifact, backend: str, *, device: str, threads: int 
 
         runner = TensorRTRunner(artifact, device=device, threads=threads, onnx_path=folder / ONNX_FILE,
                                 cache_dir=derived_root(artifact) / "tensorrt", precision="fp32")
+    elif backend == "litert":
+        from defectopt.bench.runners.litert_runner import LiteRTRunner
+
+        runner = LiteRTRunner(artifact, device=device, threads=threads, path=folder / TFLITE_FILE)
     else:  # pragma: no cover - guarded by can_derive
         raise DefectoptError(f"no derived export for backend '{backend}'")
     runner.precision = "fp32"
