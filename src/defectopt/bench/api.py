@@ -37,17 +37,17 @@ from defectopt.bench.options import BACKEND_CHOICES, BenchOptions
 from defectopt.bench.roofline import host_peaks, peak_for_precision
 from defectopt.bench.timing import compare_interleaved, time_runner
 from defectopt.errors import DefectoptError
-from defectopt.metrics import CONTENTION_MAX_CORES
+from defectopt.metrics import CONTENTION_MAX_CORES, N
 from defectopt.metrics.task import choose_threshold, task_report
 from defectopt.models.artifacts import Artifact, load_artifact
 from defectopt.store.db import Store
 from defectopt.store.schema import Measurement, Model, ModelStatus
 
 # metrics written per timed batch size (replaced together under --force)
-TIMED_METRICS = ("latency_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_mean_ms",
-                 "latency_std_ms", "throughput_ips", "core_ms_per_image", "cost_per_1m", "achieved_gmacs_per_s",
-                 "roofline_fraction", "contention_cores")
-MEMORY_METRICS = ("peak_rss_mb", "cuda_peak_mb")
+TIMED_METRICS = (N.latency_ms, N.latency_p50_ms, N.latency_p90_ms, N.latency_p95_ms, N.latency_mean_ms,
+                 N.latency_std_ms, N.throughput_ips, N.core_ms_per_image, N.cost_per_1m, N.achieved_gmacs_per_s,
+                 N.roofline_fraction, N.contention_cores)
+MEMORY_METRICS = (N.peak_rss_mb, N.cuda_peak_mb)
 
 
 @dataclass
@@ -127,10 +127,10 @@ def needs_for(store: Store, model_id: int, device: str, backend: str, threads: i
     key = and_(Measurement.model_id == model_id, Measurement.device == device, Measurement.backend == backend)
     with store.session() as s:
         rows = s.execute(select(Measurement.metric, Measurement.batch_size, Measurement.threads).where(key)).all()
-    have_task = any(m == "recall" and b == 0 for m, b, _ in rows)
-    have_static = any(m == "size_mb" and b == 0 for m, b, _ in rows)
-    timed = {b for m, b, t in rows if m == "latency_ms" and t == threads}
-    have_memory = any(m == "peak_rss_mb" and t == threads for m, _, t in rows)
+    have_task = any(m == N.recall and b == 0 for m, b, _ in rows)
+    have_static = any(m == N.size_mb and b == 0 for m, b, _ in rows)
+    timed = {b for m, b, t in rows if m == N.latency_ms and t == threads}
+    have_memory = any(m == N.peak_rss_mb and t == threads for m, _, t in rows)
     return Needs(not have_task, not have_static, [b for b in opts.batch_sizes if b not in timed],
                  opts.memory and not have_memory)
 
@@ -182,8 +182,8 @@ def model_params(store: Store, artifact: Artifact, runner) -> int | None:
     module = getattr(runner, "model", None)
     if module is not None and hasattr(module, "parameters"):
         return param_count(module)
-    if artifact.meta.get("param_count"):
-        return int(artifact.meta["param_count"])
+    if artifact.meta.get(N.param_count):
+        return int(artifact.meta[N.param_count])
     return int(parent.param_count) if parent is not None and parent.param_count else None
 
 
@@ -230,35 +230,35 @@ def _efficiency_rows(rows: _Rows, runner, batch: int, opts: BenchOptions, thread
     result = time_runner(runner, batch_size=batch, cfg=opts.timing)
     summary = result.summary()
     per_batch = {"unit": "ms per batch", **summary}
-    rows.add("latency_ms", result.per_image_ms, batch, {"unit": "ms per image", **summary})
-    rows.add("latency_p50_ms", result.percentile(50), batch, per_batch)
-    rows.add("latency_p90_ms", result.percentile(90), batch, per_batch)
-    rows.add("latency_p95_ms", result.percentile(95), batch, per_batch)
-    rows.add("latency_mean_ms", result.mean_ms, batch, per_batch)
-    rows.add("latency_std_ms", result.std_ms, batch, per_batch)
+    rows.add(N.latency_ms, result.per_image_ms, batch, {"unit": "ms per image", **summary})
+    rows.add(N.latency_p50_ms, result.percentile(50), batch, per_batch)
+    rows.add(N.latency_p90_ms, result.percentile(90), batch, per_batch)
+    rows.add(N.latency_p95_ms, result.percentile(95), batch, per_batch)
+    rows.add(N.latency_mean_ms, result.mean_ms, batch, per_batch)
+    rows.add(N.latency_std_ms, result.std_ms, batch, per_batch)
     spread = result.spread()
-    rows.add("throughput_ips", result.throughput_ips, batch,
+    rows.add(N.throughput_ips, result.throughput_ips, batch,
              {"ips_low": batch * 1e3 / spread["p90_ms"], "ips_high": batch * 1e3 / spread["p10_ms"], **summary})
     if opts.device == "cpu":
         core_ms = result.per_image_ms * threads
-        rows.add("core_ms_per_image", core_ms, batch, {"threads": threads, "latency_ms": result.per_image_ms})
-        rows.add("cost_per_1m", core_ms / 3.6e6 * opts.price_per_core_hour * 1e6, batch,
-                 {"price_per_core_hour": opts.price_per_core_hour, "core_ms_per_image": core_ms})
+        rows.add(N.core_ms_per_image, core_ms, batch, {"threads": threads, N.latency_ms: result.per_image_ms})
+        rows.add(N.cost_per_1m, core_ms / 3.6e6 * opts.price_per_core_hour * 1e6, batch,
+                 {"price_per_core_hour": opts.price_per_core_hour, N.core_ms_per_image: core_ms})
     else:
-        rows.add("cost_per_1m", result.per_image_ms / 3.6e6 * opts.price_per_gpu_hour * 1e6, batch,
-                 {"price_per_gpu_hour": opts.price_per_gpu_hour, "latency_ms": result.per_image_ms})
+        rows.add(N.cost_per_1m, result.per_image_ms / 3.6e6 * opts.price_per_gpu_hour * 1e6, batch,
+                 {"price_per_gpu_hour": opts.price_per_gpu_hour, N.latency_ms: result.per_image_ms})
     if result.contention is not None:
-        rows.add("contention_cores", max(result.contention.other_cores, result.contention.steal_cores), batch,
+        rows.add(N.contention_cores, max(result.contention.other_cores, result.contention.steal_cores), batch,
                  result.contention.to_dict())
-    out = {"latency_ms": result.per_image_ms, "throughput_ips": result.throughput_ips,
+    out = {N.latency_ms: result.per_image_ms, N.throughput_ips: result.throughput_ips,
            "contention": result.contention}
     if macs:
         achieved = macs * result.throughput_ips
-        rows.add("achieved_gmacs_per_s", achieved / 1e9, batch, {"macs_per_image": macs})
+        rows.add(N.achieved_gmacs_per_s, achieved / 1e9, batch, {"macs_per_image": macs})
         peak = peak_for_precision(peaks, runner.precision)
         if peak is not None:
-            rows.add("roofline_fraction", achieved / peak[1], batch,
-                     {"peak_dtype": peak[0], "peak_gmacs_per_s": peak[1] / 1e9, "achieved_gmacs_per_s": achieved / 1e9})
+            rows.add(N.roofline_fraction, achieved / peak[1], batch,
+                     {"peak_dtype": peak[0], "peak_gmacs_per_s": peak[1] / 1e9, N.achieved_gmacs_per_s: achieved / 1e9})
     return out
 
 
@@ -273,7 +273,7 @@ def _vs_parent_row(rows: _Rows, store: Store, artifact: Artifact, runner, backen
         return
     res = compare_interleaved({"parent": parent_runner, "model": runner}, batch_size=1, cfg=opts.timing, device=opts.device)
     info = res.speedup_spread("parent", "model")
-    rows.add("speedup_vs_parent", info["speedup"], 1, {"parent_id": parent.id, "parent_precision": parent_runner.precision,
+    rows.add(N.speedup_vs_parent, info["speedup"], 1, {"parent_id": parent.id, "parent_precision": parent_runner.precision,
                                                        **{k: v for k, v in info.items() if k != "speedup"},
                                                        "timings": res.to_dict()["results"]})
 
@@ -301,7 +301,7 @@ def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions
             else:
                 step(f"model {artifact.id} [{backend}]: val/test predictions")
                 threshold, values, threshold_note = _task_rows(rows, store, artifact, runner, opts)
-                headline.update(recall=values.get("recall"), threshold=threshold)
+                headline.update(recall=values.get(N.recall), threshold=threshold)
                 if threshold_note:
                     notes.append(threshold_note)
         macs = None
@@ -310,12 +310,12 @@ def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions
         if needs.static:
             files = runner.payload_files()
             size = sum(p.stat().st_size for p in files)
-            rows.add("size_mb", size / 1e6, 0, {"bytes": size, "files": [p.name for p in files]})
+            rows.add(N.size_mb, size / 1e6, 0, {"bytes": size, "files": [p.name for p in files]})
             params = model_params(store, artifact, runner)
             if params is not None:
-                rows.add("param_count", params, 0)
-            rows.add("gmacs", macs / 1e9, 0, {"source": macs_source, "img_size": artifact.img_size})
-            headline["size_mb"] = size / 1e6
+                rows.add(N.param_count, params, 0)
+            rows.add(N.gmacs, macs / 1e9, 0, {"source": macs_source, "img_size": artifact.img_size})
+            headline[N.size_mb] = size / 1e6
         peaks: dict[str, float] = {}
         contended: list[str] = []
         if needs.batches and opts.roofline:
@@ -328,8 +328,8 @@ def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions
             step(f"model {artifact.id} [{backend}]: timing batch {b}")
             figures = _efficiency_rows(rows, runner, b, opts, threads, macs, peaks)
             if b == 1:
-                headline["latency_ms"] = figures["latency_ms"]
-            headline[f"ips@{b}"] = figures["throughput_ips"]
+                headline[N.latency_ms] = figures[N.latency_ms]
+            headline[f"ips@{b}"] = figures[N.throughput_ips]
             if figures["contention"] is not None and figures["contention"].contended:
                 contended.append(f"batch {b}: {figures['contention'].other_cores:.2f} cores by other processes, "
                                  f"{figures['contention'].steal_cores:.2f} stolen")
@@ -341,11 +341,11 @@ def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions
             from defectopt.bench.memory import measure_memory
 
             mem = measure_memory(artifact, device=opts.device, backend=backend, threads=threads)
-            info = {k: v for k, v in mem.items() if k not in ("peak_rss_mb", "cuda_peak_mb")}
-            rows.add("peak_rss_mb", mem["peak_rss_mb"], mem.get("batch_size", 1), info)
-            if "cuda_peak_mb" in mem:
-                rows.add("cuda_peak_mb", mem["cuda_peak_mb"], mem.get("batch_size", 1), info)
-            headline["peak_rss_mb"] = mem["peak_rss_mb"]
+            info = {k: v for k, v in mem.items() if k not in (N.peak_rss_mb, N.cuda_peak_mb)}
+            rows.add(N.peak_rss_mb, mem[N.peak_rss_mb], mem.get("batch_size", 1), info)
+            if N.cuda_peak_mb in mem:
+                rows.add(N.cuda_peak_mb, mem[N.cuda_peak_mb], mem.get("batch_size", 1), info)
+            headline[N.peak_rss_mb] = mem[N.peak_rss_mb]
     finally:
         runner.close()
     native = runners_mod.native_backend(artifact.format) == backend
@@ -371,7 +371,7 @@ def _write(store: Store, items: list[Measurement], model_id: int, opts: BenchOpt
             if needs.task or needs.static:
                 s.execute(delete(Measurement).where(key, Measurement.batch_size == 0))
             if needs.batches:
-                timed = TIMED_METRICS + (("speedup_vs_parent",) if opts.vs_parent else ())
+                timed = TIMED_METRICS + ((N.speedup_vs_parent,) if opts.vs_parent else ())
                 s.execute(delete(Measurement).where(key, Measurement.threads == threads, Measurement.metric.in_(timed),
                                                     Measurement.batch_size.in_(needs.batches)))
             if needs.memory:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from defectopt.errors import DefectoptError
+from defectopt.metrics import N
 
 MB = 1e6
 
@@ -57,7 +58,9 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from defectopt.bench.runners import open_runner  # imports every runner module: part of the baseline
+    from defectopt.bench.runners import (
+        open_runner,  # imports every runner module: part of the baseline
+    )
     from defectopt.bench.timing import random_batch
     from defectopt.models.artifacts import META_FILE, Artifact
 
@@ -90,13 +93,13 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
     hwm_kb = _status_kb("VmHWM") if hwm_reset else None
     peak_kb = hwm_kb if hwm_kb is not None else max(_ru_maxrss_kb(), ru_before)
     result = {
-        "peak_rss_mb": max(0, peak_kb - baseline_kb) * 1024 / MB,
+        N.peak_rss_mb: max(0, peak_kb - baseline_kb) * 1024 / MB,
         "baseline_rss_mb": baseline_kb * 1024 / MB,
         "method": "VmHWM after clear_refs" if hwm_kb is not None else "ru_maxrss (upper bound)",
         "batch_size": args.batch, "iters": args.iters, "backend": runner.backend, "precision": runner.precision,
     }
     if args.device == "cuda":
-        result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / MB
+        result[N.cuda_peak_mb] = torch.cuda.max_memory_allocated() / MB
     return result
 
 

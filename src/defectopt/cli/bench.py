@@ -6,19 +6,20 @@ from typing import Annotated, Optional
 
 import typer
 
-from defectopt.cli.app import DbOption, QuietOption, app, console, err_console
 from defectopt.bench.options import BOOTSTRAP, QUICK_BOOTSTRAP, BenchOptions, parse_batch_sizes
+from defectopt.cli.app import DbOption, QuietOption, app, console, err_console
 from defectopt.cli.output import FormatOption, check_format, emit
+from defectopt.metrics import N
 from defectopt.report.listing import Column, Listing
 
 D = BenchOptions()  # the defaults shown below are the entry point's own
 
 SUMMARY_COLUMNS = [
     Column("id", numeric=True), Column("backend"), Column("precision"), Column("status"),
-    Column("recall", numeric=True), Column("threshold", numeric=True, optional=True),
-    Column("latency_ms", "latency ms (b1)", numeric=True), Column("throughput_ips", "img/s (largest b)", numeric=True),
+    Column(N.recall, numeric=True), Column("threshold", numeric=True, optional=True),
+    Column(N.latency_ms, "latency ms (b1)", numeric=True), Column(N.throughput_ips, "img/s (largest b)", numeric=True),
     Column("throughput_batch", "at b", numeric=True, optional=True),
-    Column("size_mb", "size MB", numeric=True), Column("peak_rss_mb", "peak RSS MB", numeric=True, optional=True),
+    Column(N.size_mb, "size MB", numeric=True), Column(N.peak_rss_mb, "peak RSS MB", numeric=True, optional=True),
     Column("run_id", machine_only=True), Column("rows", machine_only=True), Column("seconds", machine_only=True),
     Column("message", machine_only=True),
 ]
@@ -135,8 +136,8 @@ def summary_listing(outcomes) -> Listing:
         h = o.headline
         ips = [(int(k.removeprefix("ips@")), v) for k, v in h.items() if k.startswith("ips@")]
         rows.append({"id": o.model_id, "backend": o.backend, "precision": h.get("precision"), "status": o.status,
-                     "recall": h.get("recall"), "threshold": h.get("threshold"), "latency_ms": h.get("latency_ms"),
-                     "throughput_ips": ips[-1][1] if ips else None, "throughput_batch": ips[-1][0] if ips else None,
-                     "size_mb": h.get("size_mb"), "peak_rss_mb": h.get("peak_rss_mb"), "run_id": o.run_id,
+                     N.recall: h.get(N.recall), "threshold": h.get("threshold"), N.latency_ms: h.get(N.latency_ms),
+                     N.throughput_ips: ips[-1][1] if ips else None, "throughput_batch": ips[-1][0] if ips else None,
+                     N.size_mb: h.get(N.size_mb), N.peak_rss_mb: h.get(N.peak_rss_mb), "run_id": o.run_id,
                      "rows": o.rows, "seconds": o.seconds, "message": o.message})
     return Listing(SUMMARY_COLUMNS, rows, title="bench (this run)")

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from defectopt.cli.app import DbOption, QuietOption, app, console
+from defectopt.metrics import N
 
 
 @app.command("pipeline")
@@ -53,8 +54,8 @@ def pipeline_cmd(
                 r = select_min_recall(result.frame, float(min_recall), by=by).row
                 console.print(f"[bold green]answer:[/] the fastest model with recall CI lower bound ≥ {min_recall:g} "
                               f"(by {by}) is model {int(r['id'])} ({r['lineage']}) on {r['device']}/{r['backend']}: "
-                              f"recall {r['recall']:.3f} [{r['recall_ci_low']:.3f}, {r['recall_ci_high']:.3f}], "
-                              f"{r['latency_ms']:.3g} ms/image, {r['size_mb']:.3g} MB", highlight=False)
+                              f"recall {r[N.recall]:.3f} [{r[N.recall_ci_low]:.3f}, {r[N.recall_ci_high]:.3f}], "
+                              f"{r[N.latency_ms]:.3g} ms/image, {r[N.size_mb]:.3g} MB", highlight=False)
             except DefectoptError as exc:
                 console.print(f"[yellow]recall budget {min_recall:g}:[/] {exc}", highlight=False)
     ran = sum(s.status == "ran" for s in result.steps)

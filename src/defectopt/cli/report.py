@@ -9,6 +9,7 @@ import typer
 
 from defectopt.cli.app import DbOption, app, console
 from defectopt.cli.output import FormatOption, check_format
+from defectopt.metrics import N
 
 DeviceFilter = Annotated[Optional[str], typer.Option("--device", help="Only rows measured on this device (cpu, cuda).")]
 DatasetFilter = Annotated[Optional[str], typer.Option("--dataset", help="Only models of this dataset (its name, see 'defectopt ls').")]
@@ -62,8 +63,8 @@ def table_cmd(
         r = choice.row
         console.print(
             f"[bold green]answer:[/] model {int(r['id'])} ({r['lineage']}) on {r['device']}/{r['backend']} "
-            f"{r['dtype'] or ''}: recall {r['recall']:.3f} [95% CI {r['recall_ci_low']:.3f}–{r['recall_ci_high']:.3f}], "
-            f"{r['latency_ms']:.3g} ms/image, {r['size_mb']:.3g} MB — lowest {choice.by} of the {choice.qualified} "
+            f"{r['dtype'] or ''}: recall {r[N.recall]:.3f} [95% CI {r[N.recall_ci_low]:.3f}–{r[N.recall_ci_high]:.3f}], "
+            f"{r[N.latency_ms]:.3g} ms/image, {r[N.size_mb]:.3g} MB — lowest {choice.by} of the {choice.qualified} "
             f"row(s) with recall CI lower bound ≥ {min_recall:g}",
             highlight=False,
         )
@@ -84,7 +85,7 @@ def print_tradeoff(console, frame, *, title: str, mark: bool = False, highlight_
 @app.command("plot")
 def plot_cmd(
     x: Annotated[str, typer.Option("--x", help="Metric on the x axis (e.g. latency, size, throughput, cost).")] = "latency",
-    y: Annotated[str, typer.Option("--y", help="Metric on the y axis (e.g. recall, f1).")] = "recall",
+    y: Annotated[str, typer.Option("--y", help="Metric on the y axis (e.g. recall, f1).")] = N.recall,
     pareto: Annotated[bool, typer.Option("--pareto/--no-pareto", help="Draw the Pareto frontier line.")] = True,
     device: DeviceFilter = None,
     dataset: DatasetFilter = None,

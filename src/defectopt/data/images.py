@@ -7,7 +7,6 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 
-
 def find_bad_images(root: Path, rel_paths: list[str]) -> list[str]:
     """Relative paths of files that are empty or that PIL cannot decode."""
     bad = []

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from defectopt.deploy.options import BUNDLE_FORMATS, ExportOptions
 from defectopt.errors import DefectoptError
+from defectopt.metrics import N
 from defectopt.models.artifacts import Artifact, data_config, load_artifact
 from defectopt.models.formats import (
     FORMAT_ONNX,
@@ -38,8 +39,8 @@ from defectopt.store.schema import Measurement, Model
 # bundle format -> (bench backend that runs it, model file)
 FORMAT_BACKEND = {"openvino": "openvino", "onnx": "onnxruntime", "tflite": "litert"}
 MODEL_FILE = {"openvino": OPENVINO_XML, "onnx": ONNX_FILE, "tflite": TFLITE_FILE}
-SHIPPED_METRICS = ("recall", "recall_ci_low", "recall_ci_high", "precision", "f1", "fnr", "auroc", "macro_recall",
-                   "min_class_recall", "latency_ms", "throughput_ips", "size_mb", "peak_rss_mb")
+SHIPPED_METRICS = (N.recall, N.recall_ci_low, N.recall_ci_high, "precision", N.f1, N.fnr, N.auroc, N.macro_recall,
+                   N.min_class_recall, N.latency_ms, N.throughput_ips, N.size_mb, N.peak_rss_mb)
 
 
 def _validate(opts: ExportOptions) -> None:
@@ -70,7 +71,7 @@ def _rows(store: Store, model_id: int) -> list[Measurement]:
 
 def choose_format(art: Artifact, rows: list[Measurement]) -> str:
     """The format of the runtime the model was measured fastest in at batch 1; else its own."""
-    timed = [r for r in rows if r.metric == "latency_ms" and r.batch_size == 1 and r.device == "cpu"
+    timed = [r for r in rows if r.metric == N.latency_ms and r.batch_size == 1 and r.device == "cpu"
              and r.backend in FORMAT_BACKEND.values() and r.value is not None]
     if timed:
         best = min(timed, key=lambda r: r.value)
@@ -126,7 +127,7 @@ def _threshold(store: Store, art: Artifact, task: str, rows: list[Measurement]) 
     if threshold is None:
         raise DefectoptError(f"model {art.id} has no val-calibrated threshold yet: run 'defectopt bench --ids {art.id}' "
                              "first (it chooses the threshold on val for --target-recall)")
-    recall_rows = [r for r in rows if r.metric == "recall" and r.batch_size == 0 and (r.extra or {}).get("threshold") == threshold]
+    recall_rows = [r for r in rows if r.metric == N.recall and r.batch_size == 0 and (r.extra or {}).get("threshold") == threshold]
     extra = recall_rows[-1].extra if recall_rows else {}
     return {"rule": "flag as defect when P(defect) >= threshold (softmax of the logits, class 1)",
             "threshold": float(threshold), "target_recall": extra.get("target_recall"),

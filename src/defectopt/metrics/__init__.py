@@ -72,6 +72,21 @@ _METRICS = [
 
 METRICS: dict[str, Metric] = {m.name: m for m in _METRICS}
 
+
+class _Names:
+    """`N.latency_ms == "latency_ms"`: code names a metric through this, never as a string literal,
+    so a name exists in one place (the list above) and a typo fails at once instead of writing rows
+    nobody reads."""
+
+    def __init__(self, names: list[str]):
+        self.__dict__.update({n: n for n in names})
+
+    def __getattr__(self, name: str) -> str:
+        raise AttributeError(f"no metric named '{name}' (metrics are defined in defectopt.metrics)")
+
+
+N = _Names(list(METRICS))
+
 # A timed row is flagged as measured under contention when other processes (or VM steal) kept
 # more than this many cores busy on average during its timed phase: on a 2-core host a quarter
 # core of competition is already ~10 % on a 2-thread model, and 2-3x when a neighbour trains.

@@ -35,8 +35,6 @@ from defectopt.store.db import Store
 from defectopt.store.schema import Model, ModelStatus, Technique, utcnow
 
 
-
-
 @dataclass
 class Artifact:
     """A verified, ready artifact and its metadata (the DB row's fields copied out)."""

@@ -26,6 +26,7 @@ from torch import nn
 from defectopt.errors import DefectoptError
 from defectopt.models.artifacts import Artifact, register_torch_loader
 from defectopt.models.formats import FORMAT_PRUNED, WEIGHTS_FILE
+
 STRUCTURE_VERSION = 1
 # Per-instance attributes that describe state, not structure.
 _IGNORED_ATTRS = {"training"}

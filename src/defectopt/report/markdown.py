@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from defectopt.errors import DefectoptError
-from defectopt.metrics import CONTENTION_MAX_CORES
+from defectopt.metrics import CONTENTION_MAX_CORES, N
 from defectopt.report import plots, table
 from defectopt.report.pareto import pareto_mask, select_min_recall
 from defectopt.store.db import Store
@@ -69,14 +69,14 @@ def parent_ratios(frame: pd.DataFrame) -> pd.DataFrame:
         par = frame[(frame["id"] == row["parent_id"]) & (frame["device"] == row["device"])]
         same = par[(par["backend"] == row["backend"]) & (par["threads"] == row["threads"])]
         ref = same if len(same) else par[(par["backend"] == "torch") & (par["threads"] == row["threads"])]
-        if pd.notna(row.get("speedup_vs_parent")):
-            lat.append(row["speedup_vs_parent"])  # bench --vs-parent: timed interleaved, the trustworthy ratio
-        elif len(ref) and pd.notna(row["latency_ms"]) and pd.notna(ref.iloc[0]["latency_ms"]) and row["latency_ms"]:
-            lat.append(ref.iloc[0]["latency_ms"] / row["latency_ms"])
+        if pd.notna(row.get(N.speedup_vs_parent)):
+            lat.append(row[N.speedup_vs_parent])  # bench --vs-parent: timed interleaved, the trustworthy ratio
+        elif len(ref) and pd.notna(row[N.latency_ms]) and pd.notna(ref.iloc[0][N.latency_ms]) and row[N.latency_ms]:
+            lat.append(ref.iloc[0][N.latency_ms] / row[N.latency_ms])
         else:
             lat.append(None)
-        if len(par) and pd.notna(row["size_mb"]) and pd.notna(par.iloc[0]["size_mb"]) and row["size_mb"]:
-            size.append(par.iloc[0]["size_mb"] / row["size_mb"])
+        if len(par) and pd.notna(row[N.size_mb]) and pd.notna(par.iloc[0][N.size_mb]) and row[N.size_mb]:
+            size.append(par.iloc[0][N.size_mb] / row[N.size_mb])
         else:
             size.append(None)
     out["latency_ratio_vs_parent"] = pd.Series(lat, index=frame.index, dtype="float64")
@@ -109,7 +109,7 @@ def deltas_section(frame: pd.DataFrame) -> list[str]:
             p = table.format_p(r.get("p_vs_parent")).removeprefix("p=").removeprefix("p")
             lines.append(
                 f"| {tech} | {r['lineage']} | {int(r['id'])} ← {int(r['parent_id'])} | {r['device']}/{r['backend']} "
-                f"| {'' if pd.isna(r['recall']) else f'{r.recall:.3f}'} "
+                f"| {'' if pd.isna(r[N.recall]) else f'{r.recall:.3f}'} "
                 f"| {'' if pd.isna(r['drecall_vs_parent']) else f'{r.drecall_vs_parent:+.3f}'} | {bc} | {p} "
                 f"| {verdict(r['drecall_vs_parent'], r.get('p_vs_parent'))} "
                 f"| {'' if pd.isna(r['latency_ratio_vs_parent']) else f'{r.latency_ratio_vs_parent:.2f}×'} "
@@ -145,12 +145,12 @@ def missed_section(part: pd.DataFrame, missed: pd.DataFrame) -> list[str]:
 
 def contention_section(part: pd.DataFrame) -> list[str]:
     """Rows whose timing ran while other processes used the CPU: their speed figures are suspect."""
-    if "contention_cores" not in part or part.empty:
+    if N.contention_cores not in part or part.empty:
         return []
-    bad = part[part["contention_cores"] > CONTENTION_MAX_CORES]
+    bad = part[part[N.contention_cores] > CONTENTION_MAX_CORES]
     if bad.empty:
         return []
-    rows = ", ".join(f"{int(r['id'])} {r['backend']}/{r['dtype']} ({r['contention_cores']:.2f} cores)" for _, r in bad.iterrows())
+    rows = ", ".join(f"{int(r['id'])} {r['backend']}/{r['dtype']} ({r[N.contention_cores]:.2f} cores)" for _, r in bad.iterrows())
     return [f"**Timed under contention** (other processes kept > {CONTENTION_MAX_CORES} cores busy during the timed "
             f"phase; their latency and throughput are suspect, re-measure with `bench --force` on a quiet machine): {rows}.", ""]
 
@@ -171,7 +171,7 @@ def build_report(store: Store, out: Path, *, device: str | None = None, dataset:
         lines += ["_Nothing has been benchmarked yet: run `defectopt bench`._", ""]
     lines += ["## Hosts", ""] + _host_section(host_fingerprints(store, frame["id"].tolist() if len(frame) else None))
     for (ds_name, dev), part in frame.groupby([frame["dataset"].fillna("?"), "device"], sort=True):
-        part = part.assign(pareto=pareto_mask(part, "recall", "latency"))
+        part = part.assign(pareto=pareto_mask(part, N.recall, "latency"))
         lines += [f"## {ds_name} on {dev}", "", "### Tradeoff table", "",
                   "★ = on the recall-vs-latency Pareto frontier (nothing else is both at least as fast and at least as accurate).", "",
                   table.to_markdown(part, mark=True)]
@@ -182,11 +182,11 @@ def build_report(store: Store, out: Path, *, device: str | None = None, dataset:
                 r = choice.row
                 lines += [f"**Fastest model with recall CI lower bound ≥ {min_recall:g}** (by {choice.by}, "
                           f"{choice.qualified} qualified): model {int(r['id'])} `{r['lineage']}` on {r['backend']} — "
-                          f"recall {r['recall']:.3f} [{r['recall_ci_low']:.3f}, {r['recall_ci_high']:.3f}], "
-                          f"{r['latency_ms']:.3g} ms, {r['size_mb']:.3g} MB.", ""]
+                          f"recall {r[N.recall]:.3f} [{r[N.recall_ci_low]:.3f}, {r[N.recall_ci_high]:.3f}], "
+                          f"{r[N.latency_ms]:.3g} ms, {r[N.size_mb]:.3g} MB.", ""]
             except DefectoptError as exc:
                 lines += [f"**Recall budget {min_recall:g}:** {exc}", ""]
-        for x, y in (("latency", "recall"), ("size", "recall")):
+        for x, y in (("latency", N.recall), ("size", N.recall)):
             png = out.with_name(f"{out.stem}-{_slug(ds_name)}-{_slug(dev)}-{y}-vs-{x}.png")
             try:
                 plots.write_tradeoff_plot(part, x, y, png, title=f"{ds_name} on {dev}: {y} vs {x}")

@@ -15,9 +15,10 @@ import pandas as pd
 
 from defectopt import metrics
 from defectopt.errors import DefectoptError
+from defectopt.metrics import N
 
 # Metrics users may name whose view column is called differently.
-_VIEW_COLUMN = {"peak_rss_mb": "peak_mb"}
+_VIEW_COLUMN = {N.peak_rss_mb: N.peak_mb}
 
 
 def column_for(name: str, frame: pd.DataFrame | None = None) -> str:
@@ -81,7 +82,7 @@ def select_min_recall(frame: pd.DataFrame, min_recall: float, by: str = "latency
     col = column_for(by, frame)
     if frame.empty:
         raise DefectoptError("no benchmarked models to choose from; run 'defectopt bench' first")
-    ci_low = pd.to_numeric(frame["recall_ci_low"], errors="coerce")
+    ci_low = pd.to_numeric(frame[N.recall_ci_low], errors="coerce")
     cost = pd.to_numeric(frame[col], errors="coerce")
     # tolerate float round-off of stored CIs (0.95 stored as 0.9499999999)
     passes = (ci_low >= min_recall - 1e-9) & cost.notna()
@@ -92,10 +93,10 @@ def select_min_recall(frame: pd.DataFrame, min_recall: float, by: str = "latency
         best = frame.loc[measured.idxmax()]
         raise DefectoptError(
             f"no model has a recall CI lower bound >= {min_recall:g}; the best is model {int(best['id'])} "
-            f"({best['lineage']}, {best['device']}/{best['backend']}) with {float(best['recall_ci_low']):.3f}"
+            f"({best['lineage']}, {best['device']}/{best['backend']}) with {float(best[N.recall_ci_low]):.3f}"
         )
     candidates = frame[passes].assign(_cost=cost[passes], _ci=ci_low[passes],
-                                      _recall=pd.to_numeric(frame["recall"], errors="coerce")[passes])
+                                      _recall=pd.to_numeric(frame[N.recall], errors="coerce")[passes])
     ordered = candidates.sort_values(["_cost", "_ci", "_recall", "id"], ascending=[True, False, False, True], kind="stable")
     row = ordered.iloc[0].drop(labels=["_cost", "_ci", "_recall"])
     return Choice(row=row, by=col, qualified=int(passes.sum()))
