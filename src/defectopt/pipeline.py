@@ -257,7 +257,7 @@ def run_step(store: Store, step: Step, echo: Callable[[str], None] = print, *, q
         from defectopt.bench import api
 
         outcomes = api.run_bench(store, step.options, step=lambda m: None if quiet else echo(m),
-                                 on_outcome=lambda o: echo(o.line()))
+                                 on_outcome=lambda o: echo(o.line()), on_note=lambda m: echo(f"note: {m}"))
         return api.exit_code(outcomes)
     raise DefectoptError(f"unknown pipeline step kind '{step.kind}'")
 

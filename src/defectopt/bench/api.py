@@ -46,7 +46,7 @@ from defectopt.store.schema import Measurement, Model, ModelStatus
 # metrics written per timed batch size (replaced together under --force)
 TIMED_METRICS = (N.latency_ms, N.latency_p50_ms, N.latency_p90_ms, N.latency_p95_ms, N.latency_mean_ms,
                  N.latency_std_ms, N.throughput_ips, N.core_ms_per_image, N.cost_per_1m, N.achieved_gmacs_per_s,
-                 N.roofline_fraction, N.contention_cores)
+                 N.roofline_fraction, N.contention_cores, N.energy_mj_per_image, N.energy_est_mj_per_image)
 MEMORY_METRICS = (N.peak_rss_mb, N.cuda_peak_mb)
 
 
@@ -226,8 +226,8 @@ def _task_rows(rows: _Rows, store: Store, artifact: Artifact, runner, opts: Benc
 
 
 def _efficiency_rows(rows: _Rows, runner, batch: int, opts: BenchOptions, threads: int, macs: float | None,
-                     peaks: dict[str, float]) -> dict[str, float]:
-    result = time_runner(runner, batch_size=batch, cfg=opts.timing)
+                     peaks: dict[str, float], energy=None) -> dict[str, float]:
+    result = time_runner(runner, batch_size=batch, cfg=opts.timing, energy=energy)
     summary = result.summary()
     per_batch = {"unit": "ms per batch", **summary}
     rows.add(N.latency_ms, result.per_image_ms, batch, {"unit": "ms per image", **summary})
@@ -250,6 +250,11 @@ def _efficiency_rows(rows: _Rows, runner, batch: int, opts: BenchOptions, thread
     if result.contention is not None:
         rows.add(N.contention_cores, max(result.contention.other_cores, result.contention.steal_cores), batch,
                  result.contention.to_dict())
+    if result.energy is not None:
+        rows.add(N.energy_mj_per_image, result.energy.mj_per_image, batch, result.energy.to_dict())
+    if opts.watts is not None:
+        rows.add(N.energy_est_mj_per_image, opts.watts * result.per_image_ms, batch,
+                 {"estimate": True, "watts": opts.watts, N.latency_ms: result.per_image_ms})
     out = {N.latency_ms: result.per_image_ms, N.throughput_ips: result.throughput_ips,
            "contention": result.contention}
     if macs:
@@ -279,7 +284,7 @@ def _vs_parent_row(rows: _Rows, store: Store, artifact: Artifact, runner, backen
 
 
 def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions, host: dict, *,
-              peaks_cache: dict, step: Callable[[str], None] = lambda _: None) -> BenchOutcome:
+              peaks_cache: dict, step: Callable[[str], None] = lambda _: None, energy=None) -> BenchOutcome:
     """Measure one (model, device, backend) and write its rows in one transaction."""
     t0 = time.perf_counter()
     threads = opts.resolved_threads()
@@ -326,7 +331,7 @@ def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions
             peaks = peaks_cache[key]
         for b in needs.batches:
             step(f"model {artifact.id} [{backend}]: timing batch {b}")
-            figures = _efficiency_rows(rows, runner, b, opts, threads, macs, peaks)
+            figures = _efficiency_rows(rows, runner, b, opts, threads, macs, peaks, energy)
             if b == 1:
                 headline[N.latency_ms] = figures[N.latency_ms]
             headline[f"ips@{b}"] = figures[N.throughput_ips]
@@ -406,16 +411,34 @@ def validate_options(opts: BenchOptions) -> None:
         raise DefectoptError(f"--batch-sizes takes positive integers like 1,16; got {list(opts.batch_sizes)}")
     if opts.threads is not None and opts.threads < 1:
         raise DefectoptError(f"--threads must be >= 1, got {opts.threads}")
+    if opts.watts is not None and not opts.watts > 0:
+        raise DefectoptError(f"--watts must be > 0, got {opts.watts}")
+
+
+def energy_counter(opts: BenchOptions, on_note: Callable[[str], None]):
+    """The host's energy counter for the device, or None (and one note saying why)."""
+    if not opts.energy:
+        return None
+    from defectopt.bench.energy import counter_for
+
+    counter = counter_for(opts.device)
+    if counter.available:
+        return counter
+    on_note(f"energy per image not measured: {counter.reason}" + ("" if opts.watts else
+            "; --watts W stores a labelled estimate instead"))
+    return None
 
 
 def run_bench(store: Store, opts: BenchOptions, *,
               on_start: Callable[[int], None] = lambda n: None,
               step: Callable[[str], None] = lambda _: None,
-              on_outcome: Callable[[BenchOutcome], None] = lambda o: None) -> list[BenchOutcome]:
+              on_outcome: Callable[[BenchOutcome], None] = lambda o: None,
+              on_note: Callable[[str], None] = lambda _: None) -> list[BenchOutcome]:
     """Bench every model of `opts.ids`; a failing model is reported and the others continue."""
     validate_options(opts)
     ids = parse_ids(store, opts.ids)
     host = fingerprint()
+    energy = energy_counter(opts, on_note) if ids else None
     peaks_cache: dict = {}
     outcomes: list[BenchOutcome] = []
     on_start(len(ids))
@@ -440,7 +463,8 @@ def run_bench(store: Store, opts: BenchOptions, *,
             on_outcome(outcome)
         for backend in backends:
             try:
-                outcome = bench_run(store, artifact, backend, opts, host, peaks_cache=peaks_cache, step=step)
+                outcome = bench_run(store, artifact, backend, opts, host, peaks_cache=peaks_cache, step=step,
+                                    energy=energy)
             except DefectoptError as exc:
                 outcome = BenchOutcome(model_id, backend, "failed", str(exc), seconds=time.perf_counter() - t0)
             except Exception as exc:

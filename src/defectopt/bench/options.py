@@ -32,6 +32,8 @@ class BenchOptions:
     memory: bool = True
     roofline: bool = True
     vs_parent: bool = False
+    energy: bool = True  # energy per image where the host exposes a counter (RAPL/powercap, NVML)
+    watts: float | None = None  # a labelled estimate instead: W x wall time per image
     eval_batch_size: int = 32
 
     def resolved_threads(self) -> int:

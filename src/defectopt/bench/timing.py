@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from defectopt.bench.energy import EnergyMeter, EnergyReading
 from defectopt.metrics import CONTENTION_MAX_CORES
 
 
@@ -209,6 +210,7 @@ class TimingResult:
     # competed for the cores and the figure is suspect (this is how to tell afterwards)
     loadavg: float | None = field(default_factory=lambda: _loadavg())
     contention: Contention | None = None  # other processes' CPU use during the timed phase
+    energy: EnergyReading | None = None  # counter energy over the timed phase (when a counter was given)
 
     @property
     def median_ms(self) -> float:
@@ -263,8 +265,9 @@ def _block_quota(cfg: TimingConfig, batch_size: int) -> tuple[int, float]:
 
 
 def time_fn(fn: Callable[[], Any], *, batch_size: int = 1, cfg: TimingConfig = DEFAULT, device: str = "cpu",
-            warm: bool = True) -> TimingResult:
-    """Warm up until stable, then time `cfg.blocks` blocks of fn (one call = one batch)."""
+            warm: bool = True, energy=None) -> TimingResult:
+    """Warm up until stable, then time `cfg.blocks` blocks of fn (one call = one batch). With an
+    energy counter (bench.energy), its idle baseline is read first and the timed phase metered."""
     warmup = warm_up(fn, cfg, device) if warm else Warmup()
     clock = _Clock(device)
     n_block, s_block = _block_quota(cfg, batch_size)
@@ -274,6 +277,7 @@ def time_fn(fn: Callable[[], Any], *, batch_size: int = 1, cfg: TimingConfig = D
     start = time.perf_counter()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection inside a timed call is noise, not model cost (as timeit does)
+    energy_meter = EnergyMeter(energy).start() if energy is not None else None
     meter = ContentionMeter().start()
     try:
         for _ in range(cfg.blocks):
@@ -288,9 +292,12 @@ def time_fn(fn: Callable[[], Any], *, batch_size: int = 1, cfg: TimingConfig = D
             medians.append(float(np.median(times)))
     finally:
         meter.stop()
+        if energy_meter is not None:
+            energy_meter.stop(images=len(samples) * batch_size)
         if gc_was_enabled:
             gc.enable()
-    return TimingResult(batch_size, samples, medians, warmup, truncated, device, contention=meter.result)
+    return TimingResult(batch_size, samples, medians, warmup, truncated, device, contention=meter.result,
+                        energy=energy_meter.result if energy_meter is not None else None)
 
 
 # --- runners ---------------------------------------------------------------------------------
@@ -308,8 +315,10 @@ def runner_call(runner, batch_size: int, img_size: int | None = None) -> Callabl
     return lambda: runner.run(prepared)
 
 
-def time_runner(runner, *, batch_size: int = 1, cfg: TimingConfig = DEFAULT, img_size: int | None = None) -> TimingResult:
-    return time_fn(runner_call(runner, batch_size, img_size), batch_size=batch_size, cfg=cfg, device=runner.device)
+def time_runner(runner, *, batch_size: int = 1, cfg: TimingConfig = DEFAULT, img_size: int | None = None,
+                energy=None) -> TimingResult:
+    return time_fn(runner_call(runner, batch_size, img_size), batch_size=batch_size, cfg=cfg, device=runner.device,
+                   energy=energy)
 
 
 @dataclass

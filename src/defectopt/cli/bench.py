@@ -50,6 +50,8 @@ def bench_cmd(
     min_time: Annotated[Optional[float], typer.Option("--min-time", help="Timed seconds per batch size, spread over the timing blocks.", show_default="2; 0.05 with --quick")] = D.min_time,
     memory: Annotated[bool, typer.Option("--memory/--no-memory", help="Measure peak memory in a fresh process per model.")] = D.memory,
     roofline: Annotated[bool, typer.Option("--roofline/--no-roofline", help="Report MAC/s as a fraction of the host's measured GEMM peak.")] = D.roofline,
+    energy: Annotated[bool, typer.Option("--energy/--no-energy", help="Energy per image over the timed loop, idle power subtracted, where the host exposes a counter (RAPL/powercap on CPU, NVML on CUDA); says once why when it does not.")] = D.energy,
+    watts: Annotated[Optional[float], typer.Option("--watts", help="Also store a labelled ESTIMATE energy_est_mj_per_image = W x wall ms per image (for hosts without a counter).", show_default=False)] = D.watts,
     vs_parent: Annotated[bool, typer.Option("--vs-parent", help="Also time each model against its parent in the same runtime, interleaved, and store speedup_vs_parent.")] = D.vs_parent,
     bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help="Bootstrap resamples for the 95% CI of macro recall (binary recall uses the exact Clopper-Pearson interval).", show_default=f"{BOOTSTRAP}; {QUICK_BOOTSTRAP} with --quick")] = D.bootstrap,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = D.seed,
@@ -75,6 +77,7 @@ def bench_cmd(
         target_recall=target_recall, force=force, quick=quick, min_iters=min_iters, min_time=min_time,
         bootstrap=bootstrap, seed=seed, price_per_core_hour=price_per_core_hour,
         price_per_gpu_hour=price_per_gpu_hour, memory=memory, roofline=roofline, vs_parent=vs_parent,
+        energy=energy, watts=watts,
     )
     api.validate_options(opts)
     store = open_store(db)
@@ -109,8 +112,11 @@ def _run_with_progress(log, store, opts, quiet):
 
     from defectopt.bench import api
 
+    def note(msg: str) -> None:
+        log.print(f"[yellow]note:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+
     if quiet or not log.is_terminal:
-        return api.run_bench(store, opts,
+        return api.run_bench(store, opts, on_note=note,
                                step=lambda msg: None if quiet else log.print(msg, markup=False, highlight=False),
                                on_outcome=lambda o: _print_outcome(log, o))
     with Progress(TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -124,7 +130,7 @@ def _run_with_progress(log, store, opts, quiet):
                 done_models.add(o.model_id)
                 progress.advance(task)
 
-        return api.run_bench(store, opts, on_start=lambda n: progress.update(task, total=n),
+        return api.run_bench(store, opts, on_start=lambda n: progress.update(task, total=n), on_note=note,
                              step=lambda msg: progress.update(task, description=escape(msg)), on_outcome=on_outcome)
 
 

@@ -65,6 +65,8 @@ _METRICS = [
     Metric("speedup_vs_parent", MAXIMIZE, "x", "parent latency / this model's, same runtime, timed interleaved in one process (--vs-parent)"),
     Metric("roofline_fraction", MAXIMIZE, "", "achieved MAC/s over the host's measured peak for the precision"),
     Metric("contention_cores", MINIMIZE, "cores", "cores other processes (or VM steal) kept busy on average while the row was timed"),
+    Metric("energy_mj_per_image", MINIMIZE, "mJ", "energy per image over the timed loop, idle power subtracted: RAPL/powercap package counters (CPU) or NVML (CUDA); only where the host exposes a counter"),
+    Metric("energy_est_mj_per_image", MINIMIZE, "mJ", "ESTIMATE, not a measurement: --watts W x wall ms per image (only with --watts)"),
     # derived by the `tradeoff` view (never written by bench)
     Metric("peak_mb", MINIMIZE, "MB", "peak memory on the row's device: CUDA max allocated on cuda, RSS high-water mark on cpu"),
     Metric("speedup_vs_teacher", MAXIMIZE, "x", "latency of the root teacher in torch eager (same device and threads) / this latency"),
