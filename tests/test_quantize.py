@@ -220,3 +220,24 @@ def test_pruned_parent_quantizes_and_reloads_with_its_pruned_structure(store, sy
     _, a = _run_by_id(store, res.model_id, x)
     _, b = _run_by_id(store, res.model_id, x)
     np.testing.assert_array_equal(a, b)
+
+
+def test_weight_only_int4_and_int8_are_openvino_models_with_float_activations(store, synthetic):
+    """NNCF weight compression of a ViT's Linear weights: smaller, runs in OpenVINO, scored on val."""
+    from defectopt.bench.runners import open_runner
+    from defectopt.models.artifacts import get_row, load_artifact
+
+    parent_id = make_ready_model(store, "test_vit", synthetic)
+    fp32_bytes = get_row(store, parent_id).size_bytes
+    for method, precision in (("weights-int4", "int4w"), ("weights-int8", "int8w")):
+        (res,) = quantize_model(store, QuantizeOptions(model=str(parent_id), method=method, group_size=16)).results
+        art = load_artifact(store, res.model_id)
+        assert art.format == "openvino" and art.meta["precision"] == precision
+        assert get_row(store, res.model_id).size_bytes < fp32_bytes / 2
+        assert 0.0 <= res.fidelity["val_recall"] <= 1.0 and res.fidelity["margin_corr"] > 0.5
+        x = np.random.default_rng(0).standard_normal((2, 3, 32, 32), dtype=np.float32)
+        assert open_runner(art, threads=1).predict(x).shape == (2, 2)
+    with pytest.raises(DefectoptError, match="apply to --method weights-int4"):
+        quantize_model(store, QuantizeOptions(model=str(parent_id), method="weights-int8", all_layers=True))
+    with pytest.raises(DefectoptError, match="--backend openvino"):
+        quantize_model(store, QuantizeOptions(model=str(parent_id), method="weights-int4", backend="onnxruntime"))

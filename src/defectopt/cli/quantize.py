@@ -14,7 +14,8 @@ from defectopt.report.listing import Column, Listing
 D, Q = QuantizeOptions(), QATConfig()  # the defaults shown below are the entry point's own
 
 _HELP_METHOD = ("dynamic (torch INT8 Linear), static (INT8 with calibration), bf16, fp16 (CUDA only), "
-                "qat (fake-quant fine-tuning -> INT8), auto (PTQ -> mixed precision -> QAT within --max-recall-drop)")
+                "qat (fake-quant fine-tuning -> INT8), auto (PTQ -> mixed precision -> QAT within --max-recall-drop), "
+                "weights-int4 / weights-int8 (NNCF weight-only compression of the OpenVINO IR, float activations)")
 _HELP_BACKEND = ("static: openvino (NNCF, default, fastest here) | onnxruntime (QDQ); bf16: openvino | torch; "
                  "dynamic/fp16: torch; pt2e/fx are explained when asked for")
 
@@ -36,6 +37,9 @@ def quantize_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", help="qat/auto: training batch size.")] = Q.batch_size,
     kd_from: Annotated[Optional[int], typer.Option("--kd-from", help="qat/auto: distil from this model ID (the parent or the teacher).")] = Q.kd_from,
     alpha: Annotated[float, typer.Option("--alpha", help="qat with --kd-from: weight of the KD term.")] = Q.alpha,
+    group_size: Annotated[int, typer.Option("--group-size", help="weights-int4: weights per scale group.")] = D.group_size,
+    int4_ratio: Annotated[float, typer.Option("--int4-ratio", help="weights-int4: fraction of compressible layers in INT4 (the rest INT8).")] = D.int4_ratio,
+    all_layers: Annotated[bool, typer.Option("--all-layers", help="weights-int4/int8: also convolutions and the first/last layers.")] = D.all_layers,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration sample and of QAT.")] = D.seed,
     quiet: QuietOption = False,
     db: DbOption = None,
@@ -49,7 +53,7 @@ def quantize_cmd(
         model=model_id, method=method, backend=backend, calib_images=calib_images, keep_fp=keep_fp, sensitivity=sensitivity,
         max_recall_drop=max_recall_drop, max_keep_fp=max_keep_fp, device=device, float_precision=float_precision,
         qat=QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, kd_from=kd_from, alpha=alpha, seed=seed, quiet=quiet),
-        seed=seed,
+        seed=seed, group_size=group_size, int4_ratio=int4_ratio, all_layers=all_layers,
     )
 
     def progress(i: int, n: int, group: str) -> None:

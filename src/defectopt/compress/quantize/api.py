@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from defectopt.bench.host import cpu_has_bf16
-from defectopt.compress.quantize import auto, dynamic, half, qat, sensitivity, static
+from defectopt.compress.quantize import auto, dynamic, half, qat, sensitivity, static, weights_only
 from defectopt.compress.quantize.common import (
     Parent,
     Result,
@@ -170,6 +170,34 @@ class Auto(QuantizeMethod):
                        backend=job.backend, qat_cfg=job.opts.qat, max_keep_fp=job.opts.max_keep_fp,
                        device=job.opts.device, log=job.log, float_precision=job.float_precision)
         out.results, out.chosen, out.sensitivity = res.attempts, res.chosen, res.sensitivity
+
+
+class WeightsInt4(QuantizeMethod):
+    """NNCF INT4 weight compression of the OpenVINO IR (per-group scales); activations stay float."""
+
+    name, default_backend = "weights-int4", "openvino"
+    bits = "int4"
+
+    def check(self, opts, backend, parent):
+        if backend != "openvino":
+            raise DefectoptError(f"--method {self.name} runs on --backend openvino, not '{backend}'")
+        if opts.group_size < 1 or not 0.0 < opts.int4_ratio <= 1.0:
+            raise DefectoptError("--group-size must be >= 1 and --int4-ratio in (0, 1]")
+        if self.bits == "int8" and (opts.all_layers or opts.int4_ratio != 1.0):
+            raise DefectoptError("--all-layers and --int4-ratio apply to --method weights-int4 (INT8 weight-only "
+                                 "compression covers every compressible layer)")
+
+    def run(self, job, out):
+        out.results.append(weights_only.run(job.store, job.parent, bits=self.bits, group_size=job.opts.group_size,
+                                            ratio=job.opts.int4_ratio, all_layers=job.opts.all_layers,
+                                            device=job.opts.device, float_precision=job.float_precision))
+
+
+class WeightsInt8(WeightsInt4):
+    """NNCF INT8 weight-only compression of the OpenVINO IR; activations stay float."""
+
+    name = "weights-int8"
+    bits = "int8"
 
 
 def method(name: str) -> QuantizeMethod:

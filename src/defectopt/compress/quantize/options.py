@@ -39,3 +39,7 @@ class QuantizeOptions:
     qat: QATConfig = field(default_factory=QATConfig)
     seed: int = 0
     time_keep_fp: bool = True  # time the speed cost of --keep-fp (off in tests: tiny models)
+    # weights-int4 / weights-int8 (NNCF weight compression of the OpenVINO IR)
+    group_size: int = 64  # int4: weights per scale group (must divide the layers' input channels)
+    int4_ratio: float = 1.0  # int4: fraction of the compressible layers in INT4, the rest INT8
+    all_layers: bool = False  # also the convolutions and the first/last layers (NNCF keeps them INT8 otherwise)
