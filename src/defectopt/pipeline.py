@@ -27,6 +27,7 @@ from typing import Any
 from defectopt.errors import DefectoptError
 from defectopt.options import as_dict, build, describe
 from defectopt.store.db import Store
+from defectopt.metrics import N
 
 BUNDLED = ("default", "neu-det", "mvtec-ad", "dagm", "study-neu-det", "study-mvtec-screw")
 STEP_KEY = "pipeline_step"
@@ -52,8 +53,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "quantize": {"enabled": True, "from": ["prune"], "methods": ["auto"], "backend": None,
                  "max_recall_drop": None, "options": {}},
     "bench": {"devices": ["cpu"], "backends": ["auto"], "batch_sizes": [1, 16], "quick": False, "options": {}},
-    "report": {"pareto": ["recall", "latency"], "min_recall": None, "by": "latency", "plot_x": "latency",
-               "plot_y": "recall"},
+    "report": {"pareto": [N.recall, "latency"], "min_recall": None, "by": "latency", "plot_x": "latency",
+               "plot_y": N.recall},
 }
 GROUPS = ("teacher", "references", "kd", "nokd", "students", "prune", "quantize")
 LIST_SECTIONS = ("references", "students")  # [[...]] arrays of tables

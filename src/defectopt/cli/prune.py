@@ -10,11 +10,12 @@ from defectopt.cli.app import DbOption, QuietOption, SplitSeedOption, app, conso
 from defectopt.cli.output import emit
 from defectopt.compress.prune.options import PruneOptions, parse_ratios, validate_ratio
 from defectopt.report.listing import Column, Listing
+from defectopt.metrics import N
 
 D = PruneOptions()  # the defaults shown below are the entry point's own
 
 SWEEP_COLUMNS = [
-    Column("id", numeric=True), Column("ratio", numeric=True), Column("method"), Column("gmacs", "GMACs", numeric=True),
+    Column("id", numeric=True), Column("ratio", numeric=True), Column("method"), Column(N.gmacs, "GMACs", numeric=True),
     Column("params_m", "params (M)", numeric=True), Column("macs_kept", "MACs kept", numeric=True),
     Column("val_recall", "val recall", numeric=True), Column("notes", wrap=True),
 ]
@@ -70,7 +71,7 @@ def prune_cmd(
                          f"{r.extra['compressed_bytes'] / 1e6:.1f} MB zipped; no speedup (dense kernels)")
             elif r.extra.get("heads"):
                 notes = f"heads/block {r.extra['heads'][0]}"
-            rows.append({"id": r.model_id, "ratio": f"{r.ratio:g}", "method": r.method, "gmacs": f"{r.macs_after / 1e9:.3f}",
+            rows.append({"id": r.model_id, "ratio": f"{r.ratio:g}", "method": r.method, N.gmacs: f"{r.macs_after / 1e9:.3f}",
                          "params_m": f"{r.params_after / 1e6:.2f}", "macs_kept": f"{r.macs_after / r.macs_before:.0%}",
-                         "val_recall": f"{r.best_val['recall']:.3f}" if r.best_val else "", "notes": notes})
+                         "val_recall": f"{r.best_val[N.recall]:.3f}" if r.best_val else "", "notes": notes})
         emit(console, "table", Listing(SWEEP_COLUMNS, rows, title=f"pruned from model {results[0].parent_id}"))

@@ -8,6 +8,7 @@ import typer
 
 from defectopt.cli.app import DbOption, QuietOption, SplitSeedOption, app, console
 from defectopt.train.options import DISTILL, FINETUNE, KD_ALPHA, RunRequest, TrainConfig
+from defectopt.metrics import N
 
 T, R = TrainConfig(), RunRequest(command=FINETUNE, model="")  # the defaults shown below are the entry points' own
 
@@ -68,7 +69,7 @@ def _report(outcome, what: str) -> None:
     v = outcome.best_val
     console.print(
         f"[bold green]ready[/] model {outcome.model_id}: {what}; best epoch {outcome.best_epoch} "
-        f"val recall {v.get('recall', 0):.4f} precision {v.get('precision', 0):.4f} F1 {v.get('f1', 0):.4f}",
+        f"val recall {v.get(N.recall, 0):.4f} precision {v.get('precision', 0):.4f} F1 {v.get(N.f1, 0):.4f}",
         highlight=False,
     )
 

@@ -21,6 +21,7 @@ from defectopt.errors import DefectoptError
 from defectopt.report import listing, stats
 from defectopt.report.listing import Column, Listing
 from defectopt.store.db import Store
+from defectopt.metrics import N
 
 # (column, header, kind): kind picks the text formatting of Rich/Markdown cells.
 DISPLAY_COLUMNS: list[tuple[str, str, str]] = [
@@ -31,21 +32,21 @@ DISPLAY_COLUMNS: list[tuple[str, str, str]] = [
     ("backend", "backend", "text"),
     ("dtype", "dtype", "text"),
     ("batch", "batch", "int"),
-    ("recall", "recall [95% CI]", "recall"),
+    (N.recall, "recall [95% CI]", "recall"),
     ("precision", "precision", "frac"),
-    ("f1", "F1", "frac"),
-    ("fnr", "FNR", "frac"),
-    ("latency_ms", "latency p50 ms", "num"),
-    ("throughput_ips", "img/s", "num"),
-    ("size_mb", "size MB", "num"),
-    ("peak_mb", "peak MB", "num"),
-    ("cost_per_1m", "$ / 1M img", "money"),
-    ("speedup_vs_teacher", "speedup vs teacher", "speedup"),
+    (N.f1, "F1", "frac"),
+    (N.fnr, "FNR", "frac"),
+    (N.latency_ms, "latency p50 ms", "num"),
+    (N.throughput_ips, "img/s", "num"),
+    (N.size_mb, "size MB", "num"),
+    (N.peak_mb, "peak MB", "num"),
+    (N.cost_per_1m, "$ / 1M img", "money"),
+    (N.speedup_vs_teacher, "speedup vs teacher", "speedup"),
     ("drecall_vs_teacher", "Δrecall vs teacher", "delta"),
     ("drecall_vs_parent", "Δrecall vs parent (McNemar p)", "delta_p"),
 ]
 # Extra raw columns machine formats keep beside the shown ones.
-RAW_EXTRA = ["alias", "dataset", "parent_id", "teacher_id", "threads", "recall_ci_low", "recall_ci_high",
+RAW_EXTRA = ["alias", "dataset", "parent_id", "teacher_id", "threads", N.recall_ci_low, N.recall_ci_high,
              "p_vs_parent", "mcnemar_b", "mcnemar_c", "mcnemar_method"]
 FORMATS = ("table", "md", "csv", "json")
 
@@ -112,10 +113,10 @@ def format_p(p) -> str:
 
 def format_cell(row: pd.Series, col: str, kind: str) -> str:
     v = row.get(col)
-    if kind == "recall":
+    if kind == "recall":  # the cell format "value [low, high]", not the metric
         if _missing(v):
             return ""
-        lo, hi = row.get("recall_ci_low"), row.get("recall_ci_high")
+        lo, hi = row.get(N.recall_ci_low), row.get(N.recall_ci_high)
         return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if not (_missing(lo) or _missing(hi)) else f"{v:.3f}"
     if _missing(v):
         return ""
@@ -163,10 +164,10 @@ def _formatter(col: str, kind: str):
 # Optional columns are the first to go on a narrower terminal.
 TERMINAL_COLUMNS: list[tuple[str, str, bool]] = [
     ("id", "id", False), ("lineage", "lineage", False), ("runtime", "device\nbackend dtype", False),
-    ("batch", "batch", True), ("recall", "recall\n[95% CI]", False), ("precision", "prec.", True), ("f1", "F1", True),
-    ("fnr", "FNR", True), ("latency_ms", "latency\nms p50", False), ("throughput_ips", "img/s", True),
-    ("size_mb", "size\nMB", False), ("peak_mb", "peak\nMB", True), ("cost_per_1m", "$ per\n1M img", True),
-    ("speedup_vs_teacher", "speedup\nvs teacher", True), ("drecall_vs_teacher", "Δrecall\nvs teacher", True),
+    ("batch", "batch", True), (N.recall, "recall\n[95% CI]", False), ("precision", "prec.", True), (N.f1, "F1", True),
+    (N.fnr, "FNR", True), (N.latency_ms, "latency\nms p50", False), (N.throughput_ips, "img/s", True),
+    (N.size_mb, "size\nMB", False), (N.peak_mb, "peak\nMB", True), (N.cost_per_1m, "$ per\n1M img", True),
+    (N.speedup_vs_teacher, "speedup\nvs teacher", True), ("drecall_vs_teacher", "Δrecall\nvs teacher", True),
     ("drecall_vs_parent", "Δrecall vs\nparent (p)", False),
 ]
 
@@ -175,7 +176,7 @@ def _terminal_cell(row, col: str) -> str:
     kinds = {c: k for c, _, k in DISPLAY_COLUMNS}
     if col == "runtime":
         return f"{row['device']}\n{row['backend']} {row['dtype'] if not _missing(row['dtype']) else ''}".rstrip()
-    if col == "recall":
+    if col == N.recall:
         return format_cell(row, col, "recall").replace(" [", "\n[")
     if col == "drecall_vs_parent":
         return format_cell(row, col, "delta_p").replace(" (", "\n(")

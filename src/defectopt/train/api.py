@@ -28,6 +28,7 @@ from defectopt.train.options import (
     LR_LINEAR_PROBE,
     RunRequest,
 )
+from defectopt.metrics import N
 
 
 @dataclass
@@ -113,7 +114,7 @@ def _publish(store, model_id: int, result, data_cfg: dict[str, Any], dataset, re
 
     summary = {
         "best_epoch": result.best_epoch,
-        "best_val": {k: result.best_val[k] for k in ("recall", "precision", "f1") if k in result.best_val},
+        "best_val": {k: result.best_val[k] for k in (N.recall, "precision", N.f1) if k in result.best_val},
         "epochs": req.train.epochs,
     }
     with store.session() as s:

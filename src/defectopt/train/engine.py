@@ -43,6 +43,7 @@ from defectopt.train import checkpoint as ckpt
 from defectopt.train.distributed import DistContext, context, from_main
 from defectopt.train.losses import class_balanced_weights, kd_loss
 from defectopt.train.options import RECIPE_FIELDS, TrainConfig
+from defectopt.metrics import N
 
 
 @dataclass
@@ -75,7 +76,7 @@ def constant_predictor_f1(labels: np.ndarray, task: str, num_classes: int) -> fl
     for c in range(num_classes):
         logits = np.zeros((len(labels), num_classes), dtype=np.float32)
         logits[:, c] = 1.0
-        best = max(best, evaluate_logits(logits, labels, task, num_classes)["f1"])
+        best = max(best, evaluate_logits(logits, labels, task, num_classes)[N.f1])
     return best
 
 
@@ -88,7 +89,7 @@ def selection_key(val: dict[str, float], trivial_f1: float) -> tuple:
     best F1 wins (then recall): a degenerate epoch is never preferred for its recall.
     """
     floor = trivial_f1 + SELECTION_F1_MARGIN * (1.0 - trivial_f1)
-    recall, f1 = round(float(val["recall"]), 9), round(float(val["f1"]), 9)
+    recall, f1 = round(float(val[N.recall]), 9), round(float(val[N.f1]), 9)
     if f1 >= floor and f1 > trivial_f1:
         return (1, recall, f1)
     return (0, f1, recall)
@@ -413,7 +414,7 @@ def _fit(
             is_best = best_key is None or key > best_key
             row = {
                 "epoch": epoch + 1, "train_loss": float(loss_sum[0] / max(loss_sum[1], 1)),
-                "val_recall": val["recall"], "val_precision": val["precision"], "val_f1": val["f1"],
+                "val_recall": val[N.recall], "val_precision": val["precision"], "val_f1": val[N.f1],
                 "lr": float(optimizer.param_groups[0]["lr"]), "seconds": time.perf_counter() - t0,
             }
             history.append(row)

@@ -36,6 +36,7 @@ from defectopt.models.artifacts import (
 )
 from defectopt.models.formats import FORMAT_PRUNED
 from defectopt.store.db import Store
+from defectopt.metrics import N
 
 TECHNIQUE = "prune"
 # Normalization and labels carried over from the parent's meta.json.
@@ -63,7 +64,7 @@ class PruneResult:
                 f"GMACs {self.macs_before / 1e9:.3f} → {self.macs_after / 1e9:.3f}  "
                 f"params {self.params_before / 1e6:.2f}M → {self.params_after / 1e6:.2f}M")
         if self.best_val:
-            text += f"  val recall {self.best_val.get('recall', float('nan')):.3f} (epoch {self.best_epoch})"
+            text += f"  val recall {self.best_val.get(N.recall, float('nan')):.3f} (epoch {self.best_epoch})"
         return text
 
 

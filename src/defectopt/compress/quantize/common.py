@@ -18,6 +18,7 @@ from defectopt.models.artifacts import Artifact
 from defectopt.models.formats import TORCH_FAMILY
 from defectopt.store.db import Store
 from defectopt.store.schema import Model
+from defectopt.metrics import N
 
 # technique rows are named quantize-<method>
 TECHNIQUE_PREFIX = "quantize-"
@@ -144,7 +145,7 @@ def score_runner(runner, dataset, threshold: float | None) -> dict[str, Any]:
 
     logits, labels = predict_split(runner, dataset, "val")
     metrics = evaluate_logits(logits, labels, dataset.task, dataset.num_classes, threshold)
-    return {"logits": np.asarray(logits, dtype=np.float64), "labels": labels, "recall": float(metrics["recall"]), "metrics": metrics}
+    return {"logits": np.asarray(logits, dtype=np.float64), "labels": labels, N.recall: float(metrics[N.recall]), "metrics": metrics}
 
 
 def logit_margin(logits: np.ndarray) -> np.ndarray:
@@ -171,9 +172,9 @@ def compare_logits(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
 
 def fidelity(parent: Parent, scored: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
     base = parent.val(device)
-    out = {"val_recall": scored["recall"], "parent_val_recall": base["recall"],
-           "recall_drop": base["recall"] - scored["recall"], **compare_logits(base["logits"], scored["logits"])}
-    for key in ("precision", "f1", "accuracy"):
+    out = {"val_recall": scored[N.recall], "parent_val_recall": base[N.recall],
+           "recall_drop": base[N.recall] - scored[N.recall], **compare_logits(base["logits"], scored["logits"])}
+    for key in ("precision", N.f1, N.accuracy):
         if key in scored["metrics"]:
             out[f"val_{key}"] = float(scored["metrics"][key])
     return out

@@ -28,6 +28,7 @@ from defectopt.compress.quantize.common import (
 from defectopt.models import torch_quantized as torch_formats
 from defectopt.store.db import Store
 from defectopt.store.schema import Sensitivity
+from defectopt.metrics import N
 
 
 class _ModuleRunner(Runner):
@@ -67,9 +68,9 @@ def analyse(store: Store, parent: Parent, *, method: str, backend: str, calib: l
             finally:
                 runner.close()
             cmp = compare_logits(base["logits"], scored["logits"])
-            rows.append({"layer": group, "order": i, "recall_drop": round(base["recall"] - scored["recall"], 9),
+            rows.append({"layer": group, "order": i, "recall_drop": round(base[N.recall] - scored[N.recall], 9),
                          "logit_error": round(cmp["logit_rel_err"], 6), "margin_corr": cmp["margin_corr"],
-                         "val_recall": scored["recall"]})
+                         "val_recall": scored[N.recall]})
     rows.sort(key=lambda r: (-r["recall_drop"], -r["logit_error"], r["order"]))
     for rank, r in enumerate(rows, 1):
         r["rank"] = rank
