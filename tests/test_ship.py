@@ -25,14 +25,14 @@ def _bench(db_path, ids: str, backend: str = "auto") -> None:
 
 
 def _bench_decisions(store, model_id: int, dataset, backend: str) -> np.ndarray:
-    """What bench computes for the test split: the runner's logits at the stored threshold."""
-    from defectopt.bench.evaluate import predict_split
-    from defectopt.bench.runners import open_runner
-    from defectopt.models.artifacts import get_row, load_artifact
-    from defectopt.runtime.preprocess import binary_decisions
+    """The per-image decisions bench stored on the model's test `recall` row for that runtime."""
+    from defectopt.store.schema import Measurement
 
-    logits, _ = predict_split(open_runner(load_artifact(store, model_id), backend=backend, threads=1), dataset, "test")
-    return binary_decisions(logits, get_row(store, model_id).threshold)
+    with store.session() as s:
+        row = s.query(Measurement).filter_by(model_id=model_id, backend=backend, metric="recall", batch_size=0).one()
+        decisions = np.asarray(row.extra["decisions"])
+    assert len(decisions) == len(dataset.split("test"))
+    return decisions
 
 
 def test_runtime_preprocess_is_timm_eval_transform_exactly():
