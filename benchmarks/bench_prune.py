@@ -63,7 +63,7 @@ def openvino_call(compiled, x: np.ndarray):
 
 
 def compile_openvino(ov_model_or_path, threads: int, img: int):
-    from defectopt.bench.runners.openvino_runner import compile_ir
+    from defectopt.runtime.sessions import compile_ir
 
     # static batch-1 shape, as the OpenVINO runner compiles it
     return compile_ir(ov_model_or_path, threads=threads, inference_precision="fp32", shape=(1, 3, img, img))

@@ -40,8 +40,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from defectopt.bench.runners.onnx_runner import make_session
-from defectopt.bench.runners.openvino_runner import compile_ir
+from defectopt.runtime.sessions import OnnxSession
+from defectopt.runtime.sessions import compile_ir
 from defectopt.bench.timing import DEFAULT, QUICK, compare_interleaved
 from defectopt.compress.quantize import static
 from defectopt.models import torch_quantized as torch_formats
@@ -125,7 +125,7 @@ def bench_model(alias: str, args) -> dict:
         fp_onnx = export_onnx(model, args.img_size, tmp / "fp32.onnx")
     static.quantize_onnx(parent, calib, tmp / "int8.onnx", fp32_path=fp_onnx)
     for name, path in (("ort-fp32", fp_onnx), ("ort-int8-static", tmp / "int8.onnx")):
-        sess = make_session(path, threads=args.threads)
+        sess = OnnxSession(path, threads=args.threads).session
         sizes[name] = dir_size([path])
         candidates[name] = (lambda s: (lambda: s.run(None, {"input": x1})))(sess)
         fidelity_logits[name] = np.concatenate([sess.run(None, {"input": held_out[i : i + 1]})[0] for i in range(len(held_out))])

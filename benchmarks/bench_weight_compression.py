@@ -17,7 +17,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from defectopt.bench.host import cpu_has_bf16, fingerprint

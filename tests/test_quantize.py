@@ -80,7 +80,7 @@ def test_dynamic_int8_reloads_by_id_with_identical_outputs(store, synthetic):
 
 
 def test_static_openvino_reload_matches_the_model_before_saving(store, synthetic, monkeypatch):
-    from defectopt.bench.runners.openvino_runner import compile_ir
+    from defectopt.runtime.sessions import compile_ir
     from defectopt.compress.quantize import static
     from defectopt.bench.host import cpu_has_bf16
 
@@ -109,12 +109,12 @@ def test_static_openvino_reload_matches_the_model_before_saving(store, synthetic
     # one static-shape compilation per batch shape, kept in a small cache
     single = runner.predict(x[:1])
     np.testing.assert_allclose(single, got[:1], rtol=0, atol=0.05 * float(np.abs(got).max()))
-    assert set(runner._compiled) >= {(1, 3, 32, 32), tuple(x.shape)}
+    assert set(runner.session._compiled) >= {(1, 3, 32, 32), tuple(x.shape)}
     for n in range(2, 8):
         runner.predict(_batch(n=n))
-    from defectopt.bench.runners.openvino_runner import MAX_COMPILED_SHAPES
+    from defectopt.runtime.sessions import MAX_COMPILED_SHAPES
 
-    assert len(runner._compiled) == MAX_COMPILED_SHAPES
+    assert len(runner.session._compiled) == MAX_COMPILED_SHAPES
     # INT8 weights in the IR (tiny models: the XML graph text dominates the folder, so compare weights)
     fp32_weights = load_artifact(store, parent_id).file("model.safetensors").stat().st_size
     assert art.file("model.bin").stat().st_size < fp32_weights / 3

@@ -35,71 +35,16 @@ class ImageResult:
                 "ms": round(self.ms, 3)}
 
 
-class Session:
-    """The bundle's model in its runtime: float32 NCHW batch in, logits out."""
+def open_session(bundle: Bundle, *, threads: int | None = None):
+    """The bundle's model in the session bench measured it with (runtime.sessions)."""
+    from defectopt.runtime import sessions
 
-    def __init__(self, bundle: Bundle, *, threads: int | None = None):
-        self.bundle = bundle
-        if bundle.format == "openvino":
-            try:
-                import openvino as ov
-            except ImportError:
-                raise DefectoptError("this bundle needs OpenVINO: pip install openvino") from None
-            config = {"PERFORMANCE_HINT": "LATENCY",
-                      # the precision the bundle was measured with (INT8 models: their float parts)
-                      "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}.get(
-                          bundle.data.get("inference_precision", "fp32"), "f32")}
-            if threads:
-                config["INFERENCE_NUM_THREADS"] = threads
-            self._core = ov.Core()
-            self._model = self._core.read_model(str(bundle.model_file))
-            self._config = config
-            self._compiled: dict[tuple, tuple] = {}
-            self._kind = "openvino"
-        elif bundle.format == "tflite":
-            try:
-                from ai_edge_litert.interpreter import Interpreter
-            except ImportError:
-                raise DefectoptError("this bundle needs the LiteRT interpreter: pip install ai-edge-litert") from None
-            self._interpreter = Interpreter(model_path=str(bundle.model_file), num_threads=threads)
-            self._input = self._interpreter.get_input_details()[0]["index"]
-            self._output = self._interpreter.get_output_details()[0]["index"]
-            self._shape: tuple | None = None
-            self._kind = "litert"
-        else:
-            try:
-                import onnxruntime as ort
-            except ImportError:
-                raise DefectoptError("this bundle needs ONNX Runtime: pip install onnxruntime") from None
-            opts = ort.SessionOptions()
-            if threads:
-                opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-            self._session = ort.InferenceSession(str(bundle.model_file), sess_options=opts, providers=["CPUExecutionProvider"])
-            self._input = self._session.get_inputs()[0].name
-            self._kind = "onnxruntime"
-
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if self._kind == "onnxruntime":
-            return self._session.run(None, {self._input: batch})[0]
-        if self._kind == "litert":
-            if batch.shape != self._shape:
-                self._interpreter.resize_tensor_input(self._input, list(batch.shape))
-                self._interpreter.allocate_tensors()
-                self._shape = tuple(batch.shape)
-            self._interpreter.set_tensor(self._input, batch)
-            self._interpreter.invoke()
-            return np.array(self._interpreter.get_tensor(self._output))
-        shape = tuple(batch.shape)
-        if shape not in self._compiled:
-            if len(self._compiled) >= 4:
-                self._compiled.pop(next(iter(self._compiled)))
-            model = self._model.clone()
-            model.reshape(list(shape))
-            compiled = self._core.compile_model(model, "CPU", self._config)
-            self._compiled[shape] = (compiled, compiled.create_infer_request())
-        compiled, request = self._compiled[shape]
-        return np.asarray(request.infer({0: batch})[compiled.output(0)])
+    if bundle.format == "openvino":
+        return sessions.OpenVINOSession(bundle.model_file, threads=threads,
+                                        inference_precision=bundle.data.get("inference_precision", "fp32"))
+    if bundle.format == "tflite":
+        return sessions.LiteRTSession(bundle.model_file, threads=threads)
+    return sessions.OnnxSession(bundle.model_file, threads=threads)
 
 
 def decide(bundle: Bundle, logits: np.ndarray) -> list[tuple[float, bool, str]]:
@@ -189,10 +134,10 @@ class Predictor:
         if batch_size < 1:
             raise DefectoptError(f"--batch-size must be >= 1, got {batch_size}")
         self.bundle, self.batch_size = bundle, batch_size
-        self.session = Session(bundle, threads=threads)
+        self.session = open_session(bundle, threads=threads)
 
     def predict_arrays(self, batch: np.ndarray) -> list[tuple[float, bool, str]]:
-        return decide(self.bundle, self.session.logits(batch))
+        return decide(self.bundle, self.session.predict(batch))
 
     def predict_paths(self, paths: Iterable[str | Path], *, skip_bad: bool = False) -> Iterator[ImageResult | tuple[str, str]]:
         """Results in input order. An unreadable image raises a one-line error, or with `skip_bad`
