@@ -10,7 +10,7 @@ from rich.console import Console
 
 app = typer.Typer(
     name="defectopt",
-    help="Make defect-screening classifiers deployable: finetune-teacher, distill, prune, quantize, bench, table.",
+    help="Make defect-screening classifiers deployable: finetune-teacher, distill, prune, quantize, bench, table, then export and predict.",
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_show_locals=False,
