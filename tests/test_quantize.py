@@ -241,3 +241,42 @@ def test_weight_only_int4_and_int8_are_openvino_models_with_float_activations(st
         quantize_model(store, QuantizeOptions(model=str(parent_id), method="weights-int8", all_layers=True))
     with pytest.raises(DefectoptError, match="--backend openvino"):
         quantize_model(store, QuantizeOptions(model=str(parent_id), method="weights-int4", backend="onnxruntime"))
+
+
+def test_low_bit_qat_is_a_simulated_accuracy_row_that_bench_never_times(store, db_path, synthetic):
+    """--bits 4: weights take at most 15 levels per output channel, the row is `w4a8-sim`, bench
+    stores recall and the packed size and writes no latency row."""
+    import torch
+
+    from defectopt.bench.options import BenchOptions
+    from defectopt.bench.api import run_bench
+    from defectopt.compress.quantize.options import QATConfig
+    from defectopt.models.artifacts import load_artifact, load_torch_model
+    from defectopt.models.lowbit import LowBit, fake_quant_weight
+    from defectopt.store.schema import Measurement
+
+    parent_id = make_ready_model(store, "test_resnet", synthetic)
+    opts = QuantizeOptions(model=str(parent_id), method="qat", bits=4, calib_images=8,
+                           qat=QATConfig(epochs=1, batch_size=16, quiet=True))
+    (res,) = quantize_model(store, opts).results
+    art = load_artifact(store, res.model_id)
+    assert art.format == "torch-lowbit-sim" and art.meta["precision"] == "w4a8-sim" and art.meta["simulated"]
+    model = load_torch_model(art)
+    layers = [m for m in model.modules() if isinstance(m, LowBit)]
+    inner = [m for m in layers if m.bits == 4]
+    assert inner and len(layers) - len(inner) == 2  # first conv and classifier stay 8-bit
+    w = fake_quant_weight(inner[0].inner.weight, 4)
+    assert max(len(torch.unique(w[c])) for c in range(w.shape[0])) <= 15
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))  # frozen ranges: deterministic
+    run_bench(store, BenchOptions(ids=str(res.model_id), batch_sizes=(1,), threads=1, quick=True, memory=False,
+                                  roofline=False, bootstrap=50))
+    with store.session() as s:
+        rows = {m.metric: m for m in s.query(Measurement).filter_by(model_id=res.model_id)}
+    assert "recall" in rows and not any(k.startswith("latency") for k in rows)
+    assert rows["size_mb"].value * 1e6 == art.meta["packed_bytes"] and rows["size_mb"].precision == "w4a8-sim"
+    with pytest.raises(DefectoptError, match="--bits takes"):
+        quantize_model(store, replace(opts, bits=7))
+    with pytest.raises(DefectoptError, match="--bits applies to --method qat"):
+        quantize_model(store, QuantizeOptions(model=str(parent_id), method="static", bits=4))

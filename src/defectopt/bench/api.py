@@ -289,6 +289,9 @@ def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions
     t0 = time.perf_counter()
     threads = opts.resolved_threads()
     needs = needs_for(store, artifact.id, opts.device, backend, threads, opts)
+    simulated = bool(artifact.meta.get("simulated"))
+    if simulated:  # a bit width no runtime here executes: scored and sized, never timed as if it were fast
+        needs.batches, needs.memory = [], False
     if not needs.any():
         return BenchOutcome(artifact.id, backend, "skipped", "already measured (use --force to re-measure)")
     run_id = uuid.uuid4().hex[:12]
@@ -314,8 +317,13 @@ def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions
             macs, macs_source = model_macs(store, artifact, runner)
         if needs.static:
             files = runner.payload_files()
-            size = sum(p.stat().st_size for p in files)
-            rows.add(N.size_mb, size / 1e6, 0, {"bytes": size, "files": [p.name for p in files]})
+            if simulated:
+                size = int(artifact.meta["packed_bytes"])
+                rows.add(N.size_mb, size / 1e6, 0, {"bytes": size, "packed": "computed from the bit widths",
+                                                     "simulated": True})
+            else:
+                size = sum(p.stat().st_size for p in files)
+                rows.add(N.size_mb, size / 1e6, 0, {"bytes": size, "files": [p.name for p in files]})
             params = model_params(store, artifact, runner)
             if params is not None:
                 rows.add(N.param_count, params, 0)
@@ -356,6 +364,8 @@ def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions
     native = runners_mod.native_backend(artifact.format) == backend
     _write(store, rows.items, artifact.id, opts, backend, threads, needs,
            threshold if (native and needs.task and artifact.dataset_id is not None) else _KEEP)
+    if simulated:
+        notes.append("simulated bit width: recall and packed size only, not timed")
     if contended:  # the rows are kept (they are flagged in `table`), but the user hears it now
         headline["contended"] = True
         notes.append(f"timed under contention ({'; '.join(contended)}; limit {CONTENTION_MAX_CORES} cores): "

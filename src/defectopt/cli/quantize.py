@@ -37,6 +37,7 @@ def quantize_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", help="qat/auto: training batch size.")] = Q.batch_size,
     kd_from: Annotated[Optional[int], typer.Option("--kd-from", help="qat/auto: distil from this model ID (the parent or the teacher).")] = Q.kd_from,
     alpha: Annotated[float, typer.Option("--alpha", help="qat with --kd-from: weight of the KD term.")] = Q.alpha,
+    bits: Annotated[int, typer.Option("--bits", help="qat: weight bit width. 8 = deployable INT8 (OpenVINO); 2-6 = simulated (accuracy and packed size only, never timed).")] = D.bits,
     group_size: Annotated[int, typer.Option("--group-size", help="weights-int4: weights per scale group.")] = D.group_size,
     int4_ratio: Annotated[float, typer.Option("--int4-ratio", help="weights-int4: fraction of compressible layers in INT4 (the rest INT8).")] = D.int4_ratio,
     all_layers: Annotated[bool, typer.Option("--all-layers", help="weights-int4/int8: also convolutions and the first/last layers.")] = D.all_layers,
@@ -53,7 +54,7 @@ def quantize_cmd(
         model=model_id, method=method, backend=backend, calib_images=calib_images, keep_fp=keep_fp, sensitivity=sensitivity,
         max_recall_drop=max_recall_drop, max_keep_fp=max_keep_fp, device=device, float_precision=float_precision,
         qat=QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, kd_from=kd_from, alpha=alpha, seed=seed, quiet=quiet),
-        seed=seed, group_size=group_size, int4_ratio=int4_ratio, all_layers=all_layers,
+        seed=seed, bits=bits, group_size=group_size, int4_ratio=int4_ratio, all_layers=all_layers,
     )
 
     def progress(i: int, n: int, group: str) -> None:

@@ -19,12 +19,15 @@ TENSORRT_ENGINE = "model.plan"
 TFLITE_FILE = "model.tflite"
 INT8_LINEAR_FILE = "int8_linear.safetensors"
 FLOAT_FILE = "float.safetensors"
+FAKEQUANT_FILE = "fakequant.safetensors"  # activation ranges of a simulated low-bit model
 
 FORMAT_TORCH = "torch"
 FORMAT_PRUNED = "torch-pruned"
 FORMAT_TORCH_INT8_DYNAMIC = "torch-int8-dynamic"
 FORMAT_TORCH_BF16 = "torch-bf16"
 FORMAT_TORCH_FP16 = "torch-fp16"
+# low-bit QAT that no CPU runtime here executes: accuracy and packed size only, never timed
+FORMAT_TORCH_LOWBIT_SIM = "torch-lowbit-sim"
 FORMAT_ONNX = "onnx"
 FORMAT_OPENVINO = "openvino"
 FORMAT_TENSORRT = "tensorrt"

@@ -9,10 +9,11 @@ from defectopt.bench.runners import register_runner
 from defectopt.bench.runners.base import Runner
 from defectopt.errors import DefectoptError
 from defectopt.models.artifacts import load_torch_model
-from defectopt.models.formats import FORMAT_PRUNED, FORMAT_TORCH
+from defectopt.models.formats import FORMAT_PRUNED, FORMAT_TORCH, FORMAT_TORCH_LOWBIT_SIM
 
 
 # A pruned model is an ordinary dense nn.Module: eager torch runs it as is.
+@register_runner(FORMAT_TORCH_LOWBIT_SIM, "torch", default=True)  # scored only: bench does not time it
 @register_runner(FORMAT_PRUNED, "torch", default=True)
 @register_runner(FORMAT_TORCH, "torch", default=True)
 class TorchRunner(Runner):

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from defectopt.bench.host import cpu_has_bf16
-from defectopt.compress.quantize import auto, dynamic, half, qat, sensitivity, static, weights_only
+from defectopt.compress.quantize import auto, dynamic, half, lowbit_qat, qat, sensitivity, static, weights_only
 from defectopt.compress.quantize.common import (
     Parent,
     Result,
@@ -150,7 +150,18 @@ class QAT(QuantizeMethod):
     name, default_backend = "qat", "openvino"
     needs_calibration = accepts_keep_fp = True
 
+    def check(self, opts, backend, parent):
+        if opts.bits != 8:
+            if opts.bits not in lowbit_qat.BITS:
+                raise DefectoptError(f"--bits takes {', '.join(map(str, lowbit_qat.BITS))} (simulated) or 8, not {opts.bits}")
+            if opts.keep_fp:
+                raise DefectoptError("--keep-fp applies to 8-bit QAT; low-bit QAT keeps the first and last layer at 8 bits")
+
     def run(self, job, out):
+        if job.opts.bits != 8:
+            out.results.append(lowbit_qat.run(job.store, job.parent, bits=job.opts.bits, cfg=job.opts.qat,
+                                              device=job.opts.device))
+            return
         keep = resolve_keep_fp(job.opts.keep_fp, layer_groups(job.parent.model), None)
         out.results.append(qat.run(job.store, job.parent, calib=job.calib, cfg=job.opts.qat, keep_fp=keep,
                                    device=job.opts.device, backend=job.backend, float_precision=job.float_precision))
@@ -219,6 +230,8 @@ def _validate(opts: QuantizeOptions, meth: QuantizeMethod, backend: str, parent:
     meth.check(opts, backend, parent)
     if opts.sensitivity and not meth.accepts_sensitivity:
         raise DefectoptError("--sensitivity applies to --method static or dynamic (auto runs it when PTQ misses the budget)")
+    if opts.bits != 8 and meth.name != QAT.name:
+        raise DefectoptError("--bits applies to --method qat (weights-int4 is the deployable 4-bit path)")
     if opts.keep_fp and not meth.accepts_keep_fp:
         raise DefectoptError("--keep-fp applies to --method static, dynamic or qat")
     if opts.calib_images <= 0:

@@ -37,6 +37,7 @@ class QuantizeOptions:
     # e.g. vit_s16 12.1 -> 10.6 ms, with the same logit fidelity), else fp32
     float_precision: str = "auto"
     qat: QATConfig = field(default_factory=QATConfig)
+    bits: int = 8  # qat: 8 = deployable INT8 (NNCF -> OpenVINO); 2-6 = simulated low-bit (accuracy rows)
     seed: int = 0
     time_keep_fp: bool = True  # time the speed cost of --keep-fp (off in tests: tiny models)
     # weights-int4 / weights-int8 (NNCF weight compression of the OpenVINO IR)
