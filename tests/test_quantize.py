@@ -280,3 +280,25 @@ def test_low_bit_qat_is_a_simulated_accuracy_row_that_bench_never_times(store, d
         quantize_model(store, replace(opts, bits=7))
     with pytest.raises(DefectoptError, match="--bits applies to --method qat"):
         quantize_model(store, QuantizeOptions(model=str(parent_id), method="static", bits=4))
+
+
+def test_pruning_then_low_bit_qat_is_one_lineage(store, synthetic):
+    """Pruned (Torch-Pruning, narrower layers) + 4-bit QAT: the simulated child rebuilds the pruned structure."""
+    import torch
+
+    from defectopt.compress.prune.api import prune_models
+    from defectopt.compress.prune.options import PruneOptions
+    from defectopt.compress.quantize.options import QATConfig
+    from defectopt.models.artifacts import get_row, load_artifact, load_torch_model
+
+    parent_id = make_ready_model(store, "test_resnet", synthetic)
+    (pruned,) = prune_models(store, PruneOptions(model=str(parent_id), ratios=(0.5,), finetune_epochs=0))
+    opts = QuantizeOptions(model=str(pruned.model_id), method="qat", bits=4, calib_images=8,
+                           qat=QATConfig(epochs=1, batch_size=16, quiet=True))
+    (res,) = quantize_model(store, opts).results
+    art = load_artifact(store, res.model_id)
+    assert art.meta["lowbit"]["base_format"] == "torch-pruned" and get_row(store, res.model_id).parent_id == pruned.model_id
+    model = load_torch_model(art)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 2)
+    assert art.meta["packed_bytes"] < get_row(store, pruned.model_id).size_bytes / 4
