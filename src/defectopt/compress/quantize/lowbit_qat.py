@@ -29,19 +29,14 @@ def run(store: Store, parent: Parent, *, bits: int, cfg: QATConfig, device: str 
 
     from safetensors.torch import save_file
 
+    from defectopt.compress.quantize.qat import qat_teacher
     from defectopt.models import lowbit
     from defectopt.train import checkpoint
     from defectopt.train.engine import TrainConfig, train_model
 
     if bits not in BITS:
         raise DefectoptError(f"--bits takes {', '.join(map(str, BITS))} (simulated) or 8 (deployable INT8), not {bits}")
-    if cfg.epochs < 1:
-        raise DefectoptError("--epochs must be at least 1 for QAT")
-    teacher = teacher_cfg = None
-    if cfg.kd_from is not None:
-        t_art = artifacts.load_artifact(store, cfg.kd_from)
-        teacher = artifacts.load_torch_model(t_art).eval()
-        teacher_cfg = artifacts.data_config(t_art)
+    teacher, teacher_cfg = qat_teacher(store, cfg)
     spec = lowbit.describe(bits)
     params = {"bits": bits, "act_bits": spec["act_bits"], "epochs": cfg.epochs, "lr": cfg.lr,
               "batch_size": cfg.batch_size, "kd_from": cfg.kd_from, "alpha": cfg.alpha if teacher is not None else 0.0,

@@ -47,6 +47,16 @@ def fake_quant_model(parent: Parent, calib: list[np.ndarray], keep_fp: list[str]
                                  f"{str(exc).splitlines()[0][:200]}; use --method static") from None
 
 
+def qat_teacher(store: Store, cfg: QATConfig):
+    """(teacher module, its data config) for KD during QAT, or (None, None); checks the epochs."""
+    if cfg.epochs < 1:
+        raise DefectoptError("--epochs must be at least 1 for QAT")
+    if cfg.kd_from is None:
+        return None, None
+    t_art = artifacts.load_artifact(store, cfg.kd_from)
+    return artifacts.load_torch_model(t_art).eval(), artifacts.data_config(t_art)
+
+
 def run(store: Store, parent: Parent, *, calib: list[np.ndarray], cfg: QATConfig, keep_fp: list[str] | None = None,
         device: str = "cpu", backend: str = "openvino", float_precision: str = "fp32") -> Result:
     import openvino as ov
@@ -58,13 +68,7 @@ def run(store: Store, parent: Parent, *, calib: list[np.ndarray], cfg: QATConfig
 
     if backend not in ("openvino", "auto"):
         raise DefectoptError(f"--method qat exports through NNCF to --backend openvino, not '{backend}'")
-    if cfg.epochs < 1:
-        raise DefectoptError("--epochs must be at least 1 for QAT")
-    teacher = teacher_cfg = None
-    if cfg.kd_from is not None:
-        t_art = artifacts.load_artifact(store, cfg.kd_from)
-        teacher = artifacts.load_torch_model(t_art).eval()
-        teacher_cfg = artifacts.data_config(t_art)
+    teacher, teacher_cfg = qat_teacher(store, cfg)
     params = {"calib_images": len(calib), "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
               "kd_from": cfg.kd_from, "alpha": cfg.alpha if teacher is not None else 0.0,
               "inference_precision": float_precision}
