@@ -81,8 +81,3 @@ def describe(options: Any) -> str:
         elif value != default:
             parts.append(f"{f.name}={','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}")
     return " ".join(parts)
-
-
-def as_dict(options: Any) -> dict[str, Any]:
-    """The options as JSON-able data (tuples as lists), for hashing and storing."""
-    return dataclasses.asdict(options)

@@ -15,6 +15,7 @@ steps below them, whose parent IDs change). bench skips what is already measured
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -25,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from defectopt.errors import DefectoptError
-from defectopt.options import as_dict, build, describe
-from defectopt.store.db import Store
 from defectopt.metrics import N
+from defectopt.options import build, describe
+from defectopt.store.db import Store
 
 BUNDLED = ("default", "neu-det", "mvtec-ad", "dagm", "study-neu-det", "study-mvtec-screw")
 STEP_KEY = "pipeline_step"
@@ -198,7 +199,7 @@ class PipelineResult:
 def step_key(step: Step) -> str:
     """Hash of what the step computes (its kind and every option), then its name. Options that do
     not change the result (verbosity) are left out, so `--quiet` does not re-run a study."""
-    data = as_dict(step.options)
+    data = dataclasses.asdict(step.options)
     _drop_quiet(data)
     digest = hashlib.sha256(json.dumps([step.name, step.kind, data], sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{digest}:{step.name}"

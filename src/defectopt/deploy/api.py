@@ -31,13 +31,12 @@ from defectopt.models.formats import (
     TFLITE_FILE,
     TORCH_FAMILY,
 )
-from defectopt.runtime.bundle import BUNDLE_FILE, BUNDLE_VERSION, sha256_file
+from defectopt.runtime.bundle import BUNDLE_FILE, BUNDLE_VERSION, RUNTIMES, sha256_file
 from defectopt.runtime.preprocess import Preprocess
 from defectopt.store.db import Store
 from defectopt.store.schema import Measurement, Model
 
-# bundle format -> (bench backend that runs it, model file)
-FORMAT_BACKEND = {"openvino": "openvino", "onnx": "onnxruntime", "tflite": "litert"}
+# bundle format -> its model file (the runtime that runs it: runtime.bundle.RUNTIMES)
 MODEL_FILE = {"openvino": OPENVINO_XML, "onnx": ONNX_FILE, "tflite": TFLITE_FILE}
 SHIPPED_METRICS = (N.recall, N.recall_ci_low, N.recall_ci_high, "precision", N.f1, N.fnr, N.auroc, N.macro_recall,
                    N.min_class_recall, N.latency_ms, N.throughput_ips, N.size_mb, N.peak_rss_mb)
@@ -72,10 +71,10 @@ def _rows(store: Store, model_id: int) -> list[Measurement]:
 def choose_format(art: Artifact, rows: list[Measurement]) -> str:
     """The format of the runtime the model was measured fastest in at batch 1; else its own."""
     timed = [r for r in rows if r.metric == N.latency_ms and r.batch_size == 1 and r.device == "cpu"
-             and r.backend in FORMAT_BACKEND.values() and r.value is not None]
+             and r.backend in RUNTIMES.values() and r.value is not None]
     if timed:
         best = min(timed, key=lambda r: r.value)
-        return next(f for f, b in FORMAT_BACKEND.items() if b == best.backend)
+        return next(f for f, b in RUNTIMES.items() if b == best.backend)
     if art.format == FORMAT_ONNX:
         return "onnx"
     return "openvino"
@@ -177,7 +176,7 @@ def export_bundle(store: Store, opts: ExportOptions) -> Path:
             "model_id": art.id,
             "alias": art.alias,
             "format": fmt,
-            "runtime": FORMAT_BACKEND[fmt],
+            "runtime": RUNTIMES[fmt],
             "model_file": model_file.name,
             "precision": art.meta.get("precision", "fp32"),
             "inference_precision": art.meta.get("inference_precision", "fp32"),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BUNDLE_FORMATS = ("openvino", "onnx", "tflite")
+from defectopt.runtime.bundle import RUNTIMES
+
+BUNDLE_FORMATS = tuple(RUNTIMES)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from defectopt.runtime.preprocess import Preprocess
 BUNDLE_FILE = "bundle.json"
 BUNDLE_VERSION = 1
 # the runtime each bundle format needs, and the model file it starts from
-RUNTIMES = {"openvino": ("openvino", "model.xml"), "onnx": ("onnxruntime", "model.onnx"), "tflite": ("ai_edge_litert", "model.tflite")}
+# bundle format -> the runtime that runs it (bench's backend of the same name); defined once here
+RUNTIMES = {"openvino": "openvino", "onnx": "onnxruntime", "tflite": "litert"}
 
 
 def sha256_file(path: Path) -> str:

@@ -13,12 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from defectopt.compress.quantize.common import Parent, Result
+from defectopt.compress.quantize.common import Parent, Result, begin_child, make_label
 from defectopt.compress.quantize.options import QATConfig
 from defectopt.compress.quantize.produce import produce
 from defectopt.errors import DefectoptError
 from defectopt.models import artifacts
-from defectopt.models.formats import FAKEQUANT_FILE, FORMAT_TORCH_LOWBIT_SIM, WEIGHTS_FILE
+from defectopt.models.formats import (
+    FAKEQUANT_FILE,
+    FORMAT_TORCH_LOWBIT_SIM,
+    WEIGHTS_FILE,
+)
 from defectopt.store.db import Store
 
 BITS = (2, 3, 4, 5, 6)
@@ -45,10 +49,13 @@ def run(store: Store, parent: Parent, *, bits: int, cfg: QATConfig, device: str 
     edges = lowbit.wrap(model, bits)
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, warmup_epochs=0.0, seed=cfg.seed,
                             device=device, alpha=params["alpha"], temperature=cfg.temperature, quiet=cfg.quiet)
-    holder: dict[str, Any] = {}
+    label = make_label(spec["precision"], "qat", "torch")
+    model_id = begin_child(store, parent, method="qat",
+                           params={**params, "backend": "torch", "precision": spec["precision"], "label": label})
+    run_dirs: list[Path] = []  # the engine's checkpoint folder, discarded once the artifact is published
 
     def write(folder: Path, meta: dict[str, Any]) -> None:
-        result = train_model(store, model_id=holder["model_id"], model=model, dataset=parent.dataset, cfg=train_cfg,
+        result = train_model(store, model_id=model_id, model=model, dataset=parent.dataset, cfg=train_cfg,
                              data_cfg=artifacts.data_config(parent.artifact), teacher=teacher,
                              teacher_data_cfg=teacher_cfg, label=f"QAT w{bits} {parent.artifact.alias}")
         trained = result.model.cpu().eval()
@@ -60,17 +67,13 @@ def run(store: Store, parent: Parent, *, bits: int, cfg: QATConfig, device: str 
                     qat={"best_epoch": result.best_epoch, "best_val": result.best_val})
         if "structure" in parent.artifact.meta:  # a pruned parent: its loader rebuilds the narrower layers
             meta["structure"] = parent.artifact.meta["structure"]
-        holder["run_dir"] = result.run_dir
+        if result.run_dir:
+            run_dirs.append(result.run_dir)
 
-    from defectopt.compress.quantize.common import begin_child, make_label
-
-    label = make_label(spec["precision"], "qat", "torch")
-    holder["model_id"] = begin_child(store, parent, method="qat",
-                                     params={**params, "backend": "torch", "precision": spec["precision"], "label": label})
     out = produce(store, parent, method="qat", backend="torch", precision=spec["precision"], fmt=FORMAT_TORCH_LOWBIT_SIM,
-                  params=params, write=write, device=device, model_id=holder["model_id"],
+                  params=params, write=write, device=device, model_id=model_id,
                   notes=[f"simulated {bits}-bit weights: an accuracy and packed-size row; no CPU runtime here runs it, "
                          "so bench does not time it"])
-    if holder.get("run_dir"):
-        checkpoint.discard_run(holder["run_dir"])
+    for run_dir in run_dirs:
+        checkpoint.discard_run(run_dir)
     return out
