@@ -15,8 +15,6 @@ steps below them, whose parent IDs change). bench skips what is already measured
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import time
 import tomllib
@@ -28,10 +26,10 @@ from typing import Any
 from defectopt.errors import DefectoptError
 from defectopt.metrics import N
 from defectopt.options import build, describe
+from defectopt.steps import STEP_KEY, Executor, Step, run_step, step_key, tag, tagged_models
 from defectopt.store.db import Store
 
 BUNDLED = ("default", "neu-det", "mvtec-ad", "dagm", "study-neu-det", "study-mvtec-screw")
-STEP_KEY = "pipeline_step"
 
 # Allowed keys per section and their defaults (None = required or "leave to the command").
 SCHEMA: dict[str, dict[str, Any]] = {
@@ -163,15 +161,6 @@ def validate_config(raw: dict[str, Any], origin: str = "config") -> dict[str, An
 
 # --- steps ----------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Step:
-    """One call of a library entry point: `kind` names it, `options` is its options dataclass."""
-
-    name: str
-    kind: str  # finetune | distill | prune | quantize | bench
-    options: Any
-
-
 @dataclass
 class StepResult:
     name: str
@@ -194,74 +183,6 @@ class PipelineResult:
     @property
     def failed(self) -> list[StepResult]:
         return [s for s in self.steps if s.status == "failed"]
-
-
-def step_key(step: Step) -> str:
-    """Hash of what the step computes (its kind and every option), then its name. Options that do
-    not change the result (verbosity) are left out, so `--quiet` does not re-run a study."""
-    data = dataclasses.asdict(step.options)
-    _drop_quiet(data)
-    digest = hashlib.sha256(json.dumps([step.name, step.kind, data], sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return f"{digest}:{step.name}"
-
-
-def _drop_quiet(data: dict[str, Any]) -> None:
-    data.pop("quiet", None)
-    for value in data.values():
-        if isinstance(value, dict):
-            _drop_quiet(value)
-
-
-def tagged_models(store: Store, key: str) -> list[int]:
-    from sqlalchemy import select
-
-    from defectopt.store.schema import Model, ModelStatus
-
-    with store.session() as s:
-        q = select(Model.id).where(Model.status == ModelStatus.READY, Model.config[STEP_KEY].as_string() == key)
-        return list(s.scalars(q.order_by(Model.id)))
-
-
-def _tag(store: Store, ids: list[int], key: str) -> None:
-    from defectopt.store.schema import Model
-
-    with store.session() as s:
-        for model_id in ids:
-            row = s.get(Model, model_id)
-            row.config = {**(row.config or {}), STEP_KEY: key}  # new dict: JSON columns track assignment only
-
-
-Executor = Callable[[Step], "list[int] | int"]
-
-
-def run_step(store: Store, step: Step, echo: Callable[[str], None] = print, *, quiet: bool = False) -> list[int] | int:
-    """Call the step's entry point: the ready models it made, or bench's exit code."""
-    if step.kind == "finetune":
-        from defectopt.train.api import finetune_teacher
-
-        return [finetune_teacher(store, step.options, echo=echo).model_id]
-    if step.kind == "distill":
-        from defectopt.train.api import distill
-
-        return [distill(store, step.options, echo=echo).model_id]
-    if step.kind == "prune":
-        from defectopt.compress.prune.api import prune_models
-
-        return [r.model_id for r in prune_models(store, step.options, on_result=lambda r: echo(r.line()))]
-    if step.kind == "quantize":
-        from defectopt.compress.quantize.api import quantize_model
-
-        out = quantize_model(store, step.options, log=echo)
-        for note in out.notes:
-            echo(f"note: {note}")
-        return [r.model_id for r in out.results]
-    if step.kind == "bench":
-        from defectopt.bench import api
-
-        outcomes = api.run_bench(store, step.options, step=lambda m: None if quiet else echo(m),
-                                 on_outcome=lambda o: echo(o.line()), on_note=lambda m: echo(f"note: {m}"))
-        return api.exit_code(outcomes)
-    raise DefectoptError(f"unknown pipeline step kind '{step.kind}'")
 
 
 class Study:
@@ -296,7 +217,7 @@ class Study:
         if not ids:
             raise DefectoptError(f"pipeline step '{step.name}' failed: it registered no ready model "
                                  f"({step.kind} {describe(step.options)})")
-        _tag(self.store, ids, key)
+        tag(self.store, ids, key)
         return self._keep(self._log(StepResult(step.name, "ran", list(ids), time.perf_counter() - t0)))
 
     def _keep(self, result: StepResult) -> StepResult:

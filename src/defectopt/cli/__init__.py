@@ -24,7 +24,7 @@ except ImportError:  # typer built on the click package
     from click.exceptions import NoArgsIsHelpError
 
 # Importing a command module registers its commands on `app`.
-COMMAND_MODULES = ("data", "weights", "models", "train", "prune", "quantize", "bench", "report", "ship", "pipeline", "doctor")
+COMMAND_MODULES = ("data", "weights", "models", "train", "prune", "quantize", "bench", "report", "ship", "pipeline", "search", "doctor")
 for _name in COMMAND_MODULES:
     importlib.import_module(f"defectopt.cli.{_name}")
 

@@ -19,7 +19,7 @@ import torch
 from defectopt.errors import DefectoptError
 from defectopt.train import checkpoint as ckpt
 from defectopt.train.distributed import barrier, context, from_main
-from defectopt.train.engine import StepHook, train_model
+from defectopt.train.engine import EpochHook, StepHook, train_model
 from defectopt.train.options import (
     DISTILL,
     FINETUNE,
@@ -139,7 +139,8 @@ def _publish(store, model_id: int, result, data_cfg: dict[str, Any], dataset, re
 
 
 def _run(store, req: RunRequest, model_id: int, model, dataset, data_cfg, *, resume: bool, teacher=None,
-         teacher_data_cfg=None, on_step: StepHook | None, echo: Echo, extra_meta: dict[str, Any]):
+         teacher_data_cfg=None, on_step: StepHook | None, echo: Echo, extra_meta: dict[str, Any],
+         on_epoch: EpochHook | None = None):
     """Train then publish; on any failure or Ctrl-C the row ends 'failed' with its run folder kept."""
     from defectopt.models.artifacts import mark_failed
 
@@ -149,7 +150,7 @@ def _run(store, req: RunRequest, model_id: int, model, dataset, data_cfg, *, res
         result = train_model(
             store if ctx.is_main else None, model_id=model_id, model=model, dataset=dataset, cfg=req.train,
             data_cfg=data_cfg, teacher=teacher, teacher_data_cfg=teacher_data_cfg, resume=resume,
-            freeze_backbone=req.freeze_backbone, on_step=on_step, label=label,
+            freeze_backbone=req.freeze_backbone, on_step=on_step, label=label, on_epoch=on_epoch,
         )
         if ctx.is_main:
             _publish(store, model_id, result, data_cfg, dataset, req, extra_meta)
@@ -183,7 +184,7 @@ def _resume_request(store, req: RunRequest, resume_id: int, command: str) -> Run
 
 
 def finetune_teacher(store, req: RunRequest, *, resume_id: int | None = None, on_step: StepHook | None = None,
-                     echo: Echo = print) -> RunOutcome:
+                     echo: Echo = print, on_epoch: EpochHook | None = None) -> RunOutcome:
     """Fine-tune (or train from scratch / linear-probe) a registry alias on a dataset."""
     from defectopt.data.catalog import resolve_dataset
     from defectopt.data.loading import resolve_model_data_config
@@ -227,7 +228,7 @@ def finetune_teacher(store, req: RunRequest, *, resume_id: int | None = None, on
     if not req.pretrained and not req.weights:
         echo("note: the teacher is trained from random initialization (--no-pretrained), not from pretrained weights")
     result = _run(store, req, model_id, model, dataset, data_cfg, resume=resume_id is not None, on_step=on_step,
-                  echo=echo, extra_meta={"freeze_backbone": req.freeze_backbone, **_weights_meta(imported)})
+                  on_epoch=on_epoch, echo=echo, extra_meta={"freeze_backbone": req.freeze_backbone, **_weights_meta(imported)})
     return RunOutcome(model_id, result.best_epoch, result.best_val, result.history, init, dataset.name)
 
 
@@ -259,7 +260,7 @@ def _resolve_teacher(store, req: RunRequest):
 
 
 def distill(store, req: RunRequest, *, resume_id: int | None = None, on_step: StepHook | None = None,
-            echo: Echo = print) -> RunOutcome:
+            echo: Echo = print, on_epoch: EpochHook | None = None) -> RunOutcome:
     """Train a student alias against a frozen teacher (α > 0) or as the no-KD baseline (α = 0)."""
     from defectopt.data.loading import resolve_model_data_config
     from defectopt.models import artifacts
@@ -310,7 +311,7 @@ def distill(store, req: RunRequest, *, resume_id: int | None = None, on_step: St
          f"{spec.alias} (img {req.img_size}) on {dataset.name}, {what}, student init: {init}"
          + (f", {ctx.world_size} processes" if ctx.distributed else "") + f", device {ctx.device.type}")
     result = _run(store, req, model_id, student, dataset, data_cfg, resume=resume_id is not None, teacher=teacher,
-                  teacher_data_cfg=teacher_data_cfg, on_step=on_step, echo=echo,
+                  teacher_data_cfg=teacher_data_cfg, on_step=on_step, on_epoch=on_epoch, echo=echo,
                   extra_meta={"alpha": req.train.alpha, "temperature": req.train.temperature,
                               "teacher_id": teacher_art.id, "kd": kd, **_weights_meta(imported)})
     return RunOutcome(model_id, result.best_epoch, result.best_val, result.history, init, dataset.name,

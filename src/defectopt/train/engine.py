@@ -58,6 +58,14 @@ class TrainResult:
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 StepHook = Callable[[int, int], None]
+# Called with each finished epoch's history row (epoch, train_loss, val_recall, ...), after its
+# checkpoint and TrainEpoch row are written; raising StopTraining ends the run there.
+EpochHook = Callable[[dict[str, Any]], None]
+
+
+class StopTraining(DefectoptError):
+    """Raised by an epoch hook to end a run early (e.g. `search`'s early-stopping rule); the run
+    is recorded as failed with this message, its checkpoints kept."""
 
 
 # --- model selection -------------------------------------------------------------------------
@@ -300,6 +308,7 @@ def _fit(
     store, *, ctx: DistContext, model_id: int | None, net: nn.Module, items: Dataset, labels: torch.Tensor,
     val_loader: DataLoader, num_classes: int, task: str, cfg: TrainConfig, teacher: nn.Module | None,
     loss_fn: LossFn, run_dir: Path | None, resume: bool, on_step: StepHook | None, label: str,
+    on_epoch: EpochHook | None = None,
 ) -> TrainResult:
     device = ctx.device
     net.to(device)
@@ -436,6 +445,8 @@ def _fit(
             if writes:
                 _write_epoch_row(store, model_id, row)
             reporter.end_epoch(row, cfg.epochs, is_best)
+            if on_epoch is not None:
+                on_epoch(row)
             if ctx.distributed:
                 import torch.distributed as dist
 
@@ -516,6 +527,7 @@ def train_model(
     freeze_backbone: bool = False,
     on_step: StepHook | None = None,
     label: str | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> TrainResult:
     """Train `model` on `dataset`'s frozen train split, select on its val split, return the best.
 
@@ -534,6 +546,7 @@ def train_model(
       with pre_logits) are computed once without augmentation and cached in run_dir; only
       `model.get_classifier()` is trained.
     on_step(epoch, batch_index): called after every batch (tests use it to interrupt a run).
+    on_epoch(history_row): called after every epoch; raise StopTraining in it to end the run.
     Writes a TrainEpoch row per epoch for model_id (rank 0 only; pass store=None on other ranks).
     """
     from defectopt.data.loading import (
@@ -584,7 +597,7 @@ def train_model(
         val_loader = DataLoader(_TensorItems(feats["val_x"], feats["val_y"]), batch_size=cfg.eval_batch_size)
         result = _fit(store, ctx=ctx, model_id=model_id, net=head, items=items, labels=feats["train_y"],
                       val_loader=val_loader, num_classes=num_classes, task=task, cfg=cfg, teacher=None,
-                      loss_fn=loss_fn, run_dir=run_dir, resume=resume, on_step=on_step, label=label)
+                      loss_fn=loss_fn, run_dir=run_dir, resume=resume, on_step=on_step, label=label, on_epoch=on_epoch)
         result.model = model.eval()
         return result
 
@@ -598,4 +611,4 @@ def train_model(
     return _fit(store, ctx=ctx, model_id=model_id, net=model, items=items, labels=train_labels,
                 val_loader=val_loader, num_classes=num_classes, task=task, cfg=cfg,
                 teacher=teacher if use_teacher else None, loss_fn=loss_fn, run_dir=run_dir, resume=resume,
-                on_step=on_step, label=label)
+                on_step=on_step, label=label, on_epoch=on_epoch)
