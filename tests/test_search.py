@@ -28,7 +28,7 @@ temperatures = [4.0]
 prune_ratios = [0.0, 0.5]
 quantize = ["none", "static"]
 backends = ["openvino"]
-keep_fp = [0]
+keep_fp = [0, 1]
 epochs = 3
 lr = 5e-3
 prune_finetune_epochs = 1
@@ -47,6 +47,8 @@ def _space(tmp_path: Path, text: str = SPACE) -> Path:
 
 def test_early_stop_rule_uses_the_best_recovery_seen():
     curves = [Curve("trial 0", (0.50, 0.70, 0.90)), Curve("trial 1", (0.80, 0.85, 0.86))]
+    assert not decide(0.10, 1, 3, 0.95, curves[:1]).stop, "one curve is too little evidence by default"
+    assert decide(0.10, 1, 3, 0.95, curves[:1], min_curves=1).stop
     # after epoch 1 the most any run gained is 0.40 (trial 0): 0.55 is 0.40 short of 0.95 -> keep going
     assert not decide(0.55, 1, 3, 0.95, curves).stop
     d = decide(0.50, 1, 3, 0.95, curves)  # 0.45 short > 0.40
@@ -56,6 +58,29 @@ def test_early_stop_rule_uses_the_best_recovery_seen():
     assert not decide(0.10, 3, 3, 0.95, curves).stop, "the last epoch is never stopped"
     assert not decide(0.10, 1, 3, 0.95, []).stop, "nothing known yet: nothing stopped"
     assert not decide(0.10, 4, 6, 0.95, curves).stop, "no curve that long: no evidence"
+
+
+def test_plans_map_to_entry_point_options(tmp_path):
+    from defectopt.search.space import Plan, prune_step, quantize_step, student_step
+
+    space, opts = load_space(_space(tmp_path)), SearchOptions(teacher="1", min_recall=0.9, seed=5)
+    plan = Plan("test_resnet", 32, 0.5, 4.0, 0.5, "static", "onnxruntime", 1)
+    distill = student_step(plan, space, opts, teacher_id=7).options
+    assert (distill.model, distill.img_size, distill.teacher, distill.train.alpha, distill.train.epochs,
+            distill.train.seed) == ("test_resnet", 32, "7", 0.5, 3, 5)
+    prune = prune_step(plan, space, opts, student_id=8, teacher_id=7).options
+    assert prune.ratios == (0.5,) and prune.kd_from == "7" and prune.model == "8"
+    quant = quantize_step(plan, space, opts, parent_id=9, teacher_id=7).options
+    # keep-fp N names "the N most sensitive layers": the ranking must be asked for
+    assert (quant.method, quant.backend, quant.keep_fp, quant.sensitivity) == ("static", "onnxruntime", "1", True)
+    no_kd = Plan("test_resnet", 32, 0.0, None, 0.5, "qat", "openvino", 0)
+    assert prune_step(no_kd, space, opts, 8, 7).options.kd_from is None
+    assert quantize_step(no_kd, space, opts, 9, 7).options.qat.kd_from is None
+    # equal plans give equal step keys (reuse); another student setting does not
+    from defectopt.steps import step_key
+
+    assert step_key(student_step(plan, space, opts, 7)) == step_key(student_step(dataclasses.replace(plan, prune_ratio=0.0), space, opts, 7))
+    assert step_key(student_step(plan, space, opts, 7)) != step_key(student_step(no_kd, space, opts, 7))
 
 
 def test_space_file_options_and_durations(tmp_path):
@@ -195,7 +220,7 @@ def test_search_stops_hopeless_students_and_records_why(store, synthetic, tmp_pa
     teacher = make_ready_model(store, "test_resnet", synthetic)
     space = dataclasses.replace(load_space(_space(tmp_path)), prune_ratios=(0.0,), quantize=("none",), epochs=3)
     opts = SearchOptions(teacher=str(teacher), min_recall=1.0, trials=4, space=space, confirm=False, quiet=True,
-                         seed=3, **FAST)
+                         seed=3, early_stop_min_curves=1, **FAST)
     outcome = run_search(store, opts, echo=lambda _m: None)
     pruned = [r for r in outcome.trials if r.state == "pruned"]
     assert pruned, [(r.state, r.plan, r.recall) for r in outcome.trials]

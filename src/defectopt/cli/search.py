@@ -92,6 +92,7 @@ def search_cmd(
     min_iters: Annotated[int, typer.Option("--min-iters", help="Timed runs per trial latency.")] = D.min_iters,
     min_time: Annotated[float, typer.Option("--min-time", help="Seconds of timing per trial, at least.")] = D.min_time,
     early_stop: Annotated[bool, typer.Option("--early-stop/--no-early-stop", help="Stop a student whose val recall is further below the floor than any finished run ever recovered.")] = D.early_stop,
+    early_stop_min_curves: Annotated[int, typer.Option("--early-stop-min-curves", help="Finished student runs needed before the early-stopping rule stops anything.")] = D.early_stop_min_curves,
     confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Measure the val Pareto set on the test split at the end (bench).")] = D.confirm,
     seed: Annotated[int, typer.Option("--seed", help="Sampler and training seed.")] = D.seed,
     out: Annotated[Optional[str], typer.Option("--out", help="Folder for the Pareto plot (default reports/<name>).", show_default=False)] = D.out,
@@ -118,7 +119,7 @@ def search_cmd(
         resume=resume is not None, space=load_space(space),
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()), sampler=sampler,
         startup_trials=startup_trials, batch_size=batch_size, threads=threads, min_iters=min_iters, min_time=min_time,
-        early_stop=early_stop, confirm=confirm, seed=seed, out=out, quiet=quiet,
+        early_stop=early_stop, early_stop_min_curves=early_stop_min_curves, confirm=confirm, seed=seed, out=out, quiet=quiet,
     )
     opts.validate()  # before the store is opened: bad options write nothing
     echo = lambda t: console.print(t, markup=False, highlight=False, soft_wrap=True)  # noqa: E731

@@ -356,9 +356,10 @@ class _Search:
         from defectopt.train.engine import StopTraining
 
         floor, epochs, curves = self.opts.min_recall, self.opts.space.epochs, list(self.curves)
+        min_curves = self.opts.early_stop_min_curves
 
         def hook(row: dict[str, Any]) -> None:
-            d = decide(float(row["val_recall"]), int(row["epoch"]), epochs, floor, curves)
+            d = decide(float(row["val_recall"]), int(row["epoch"]), epochs, floor, curves, min_curves)
             if d.stop:
                 raise StopTraining(f"search stopped this run early: {d.reason}")
 

@@ -89,6 +89,7 @@ class SearchOptions:
     min_iters: int = 20  # timed runs per trial latency (the final confirmation uses bench's full budget)
     min_time: float = 1.0  # seconds per trial latency, at least
     early_stop: bool = True
+    early_stop_min_curves: int = 2  # finished student runs needed before the rule stops anything (early_stop.MIN_CURVES)
     confirm: bool = True  # measure the val Pareto set on the test split at the end
     seed: int = 0
     out: str | None = None  # folder for the Pareto plot; default reports/<name>
@@ -107,6 +108,7 @@ class SearchOptions:
              f"--objectives must start with recall and add latency and/or size, got {','.join(self.objectives)}"),
             (self.sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)}, got '{self.sampler}'"),
             (self.startup_trials >= 1, "--startup-trials must be >= 1"),
+            (self.early_stop_min_curves >= 1, "--early-stop-min-curves must be >= 1"),
             (self.batch_size >= 1, "--batch-size must be >= 1"),
             (self.min_iters >= 3 and self.min_time >= 0, "--min-iters must be >= 3 and --min-time >= 0"),
             (self.device in ("cpu", "cuda"), f"--device must be cpu or cuda, got '{self.device}'"),

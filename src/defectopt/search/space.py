@@ -91,6 +91,7 @@ def quantize_step(plan: Plan, space: SearchSpace, opts: SearchOptions, parent_id
                     seed=opts.seed, quiet=True)
     return Step(QUANTIZE_STEP, "quantize", QuantizeOptions(
         model=str(parent_id), method=plan.quantize, backend=plan.backend, calib_images=space.calib_images,
-        keep_fp=str(plan.keep_fp) if plan.keep_fp else None, qat=qat, seed=opts.seed,
+        # keep-fp N means "the N most sensitive layers": static PTQ ranks them on val first
+        keep_fp=str(plan.keep_fp) if plan.keep_fp else None, sensitivity=plan.keep_fp > 0, qat=qat, seed=opts.seed,
         # the trial times the model itself; the keep-fp speed comparison would be a second timing
         time_keep_fp=False))
