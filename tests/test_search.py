@@ -170,7 +170,7 @@ def test_search_answer_is_on_the_val_front_and_test_is_read_only_at_confirmation
 
     monkeypatch.setattr(api._Search, "confirm", confirm)
     opts = SearchOptions(teacher=str(teacher), min_recall=0.5, trials=4, space=load_space(_space(tmp_path)),
-                         out=str(tmp_path / "out"), quiet=True, **FAST)
+                         out=str(tmp_path / "out"), quiet=True, compare=(str(teacher),), **FAST)
     seen = []
     outcome = api.run_search(store, opts, echo=lambda _m: None, on_trial=seen.append)
 
@@ -183,8 +183,13 @@ def test_search_answer_is_on_the_val_front_and_test_is_read_only_at_confirmation
     ok = [c for c in outcome.confirmed if c.test_recall_ci_low >= opts.min_recall]
     assert ok, [(c.plan, c.val_recall, c.test_recall, c.test_recall_ci_low) for c in outcome.confirmed]
     assert outcome.answer is not None and outcome.answer.model_id in front_ids
-    assert outcome.answer.test_latency_ms == min(c.test_latency_ms for c in ok)
+    # ranked by the interleaved timing of the confirmed set and the --compare model (the teacher)
+    assert outcome.interleaved is not None and all(c.interleaved_ms for c in outcome.confirmed)
+    assert outcome.answer.interleaved_ms == min(c.interleaved_ms for c in ok)
+    assert [(r.model_id, r.backend) for r in outcome.references] == [(teacher, "torch")]
+    assert outcome.references[0].test_recall is not None, "a reference is measured on test like the rest"
     assert f"model {outcome.answer.model_id}" in outcome.answer_line
+    assert f"vs model {teacher} [torch]" in outcome.answer_line and "interleaved" in outcome.answer_line
     assert outcome.plot is not None and outcome.plot.read_bytes()[:4] == b"\x89PNG"
     # no front member is dominated by a feasible trial on the val objectives
     import optuna

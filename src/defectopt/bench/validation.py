@@ -62,3 +62,39 @@ def measure_on_val(store: Store, model_id: int, *, device: str = "cpu", backend:
         latency_p90_ms=spread["p90_ms"] / per_image, batch_size=batch_size, size_mb=size,
         contended=bool(result.contention is not None and result.contention.contended),
     )
+
+
+@dataclass(frozen=True)
+class InterleavedTiming:
+    """Models timed side by side in one process (bench.timing.compare_interleaved)."""
+
+    names: list[str]  # "MODEL_ID:BACKEND", in the order given
+    median_ms: dict[str, float]  # per image, median of block medians
+    speedups: dict[tuple[str, str], dict[str, float]]  # (baseline, candidate) -> speedup, p10, p90, rounds
+    contended: bool
+
+
+def time_interleaved(store: Store, models: list[tuple[int, str]], *, device: str = "cpu", batch_size: int = 1,
+                     threads: int | None = None, timing: TimingConfig | None = None) -> InterleavedTiming:
+    """Time (model_id, backend) pairs interleaved in this process: the only fair way to rank
+    candidates whose separate timings swing between runs (measured here: the same INT8 model at
+    0.79 and 1.01 ms in two trials of one search)."""
+    from defectopt.bench.host import default_threads
+    from defectopt.bench.timing import DEFAULT, compare_interleaved
+
+    opened = {}
+    try:
+        for model_id, backend in models:
+            name = f"{model_id}:{backend}"
+            if name not in opened:
+                opened[name] = runners_mod.open_runner(load_artifact(store, model_id), device=device, backend=backend,
+                                                       threads=threads or default_threads())
+        res = compare_interleaved(opened, batch_size=batch_size, cfg=timing or DEFAULT, device=device)
+    finally:
+        for runner in opened.values():
+            runner.close()
+    names = list(opened)
+    contended = any(r.contention is not None and r.contention.contended for r in res.results.values())
+    return InterleavedTiming(
+        names=names, median_ms={n: res.results[n].per_image_ms for n in names},
+        speedups={(a, b): res.speedup_spread(a, b) for a in names for b in names if a != b}, contended=contended)

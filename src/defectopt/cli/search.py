@@ -94,6 +94,7 @@ def search_cmd(
     early_stop: Annotated[bool, typer.Option("--early-stop/--no-early-stop", help="Stop a student whose val recall is further below the floor than any finished run ever recovered.")] = D.early_stop,
     early_stop_min_curves: Annotated[int, typer.Option("--early-stop-min-curves", help="Finished student runs needed before the early-stopping rule stops anything.")] = D.early_stop_min_curves,
     confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Measure the val Pareto set on the test split at the end (bench).")] = D.confirm,
+    compare: Annotated[Optional[str], typer.Option("--compare", help="Models to time interleaved with the answer, e.g. a hand-built pick: 11 or 11:openvino,2:torch.", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampler and training seed.")] = D.seed,
     out: Annotated[Optional[str], typer.Option("--out", help="Folder for the Pareto plot (default reports/<name>).", show_default=False)] = D.out,
     split_seed: SplitSeedOption = 0,
@@ -119,7 +120,8 @@ def search_cmd(
         resume=resume is not None, space=load_space(space),
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()), sampler=sampler,
         startup_trials=startup_trials, batch_size=batch_size, threads=threads, min_iters=min_iters, min_time=min_time,
-        early_stop=early_stop, early_stop_min_curves=early_stop_min_curves, confirm=confirm, seed=seed, out=out, quiet=quiet,
+        early_stop=early_stop, early_stop_min_curves=early_stop_min_curves, confirm=confirm,
+        compare=tuple(c.strip() for c in (compare or "").split(",") if c.strip()), seed=seed, out=out, quiet=quiet,
     )
     opts.validate()  # before the store is opened: bad options write nothing
     echo = lambda t: console.print(t, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
@@ -137,14 +139,15 @@ def search_cmd(
     if outcome.confirmed:
         from rich.table import Table
 
-        table = Table(title="val Pareto set, measured on the frozen test split")
-        for col in ("trial", "model", "plan", "val recall", "val ms", "test recall [95% CI]", "test ms", "MB"):
+        table = Table(title="val Pareto set (and --compare models), measured on the frozen test split")
+        for col in ("trial", "model", "plan", "val recall", "val ms", "test recall [95% CI]", "bench ms", "interleaved ms", "MB"):
             table.add_column(col, overflow="fold")
-        for c in outcome.confirmed:
+        for c in outcome.confirmed + outcome.references:
             ci = (f"{c.test_recall:.3f} [{c.test_recall_ci_low:.3f}, {c.test_recall_ci_high:.3f}]"
                   if c.test_recall is not None and c.test_recall_ci_low is not None else _fmt(c.test_recall, ".3f"))
-            table.add_row(str(c.trial), str(c.model_id), c.plan, f"{c.val_recall:.3f}", f"{c.val_latency_ms:.3g}", ci,
-                          _fmt(c.test_latency_ms, ".3g"), _fmt(c.size_mb, ".2f"))
+            table.add_row(str(c.trial) if c.trial >= 0 else "ref", str(c.model_id), c.plan, _fmt(c.val_recall, ".3f"),
+                          _fmt(c.val_latency_ms, ".3g"), ci, _fmt(c.test_latency_ms, ".3g"), _fmt(c.interleaved_ms, ".3g"),
+                          _fmt(c.size_mb, ".2f"))
         console.print(table)
     if outcome.answer_line:
         style = "bold green" if outcome.answer is not None else "yellow"

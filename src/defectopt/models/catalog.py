@@ -63,6 +63,13 @@ def lineage(session, row: Model) -> str:
     return " → ".join(reversed(chain))
 
 
+def lineage_label(store: Store, model_id: int) -> str:
+    """`efficientnet_lite2 → efficientnet_lite0[KD α0.5] → int8-qat-ov` for one model ID."""
+    with store.session() as s:
+        row = s.get(Model, model_id)
+        return lineage(s, row) if row is not None else f"model {model_id}"
+
+
 def list_models(store: Store) -> list[dict[str, Any]]:
     with store.session() as s:
         rows = s.scalars(select(Model).order_by(Model.id)).all()

@@ -75,6 +75,7 @@ class Confirmed:
     test_recall_ci_high: float | None
     test_latency_ms: float | None
     size_mb: float | None
+    interleaved_ms: float | None = None  # ms/image timed side by side with the others (the fair ranking)
 
 
 @dataclass
@@ -89,6 +90,8 @@ class SearchOutcome:
     seconds: dict[str, float] = field(default_factory=dict)  # wall, train, bench, confirm, overhead
     plot: Path | None = None
     ran: int = 0  # trials run by this invocation
+    references: list[Confirmed] = field(default_factory=list)  # --compare models, measured the same way
+    interleaved: Any = None  # bench.validation.InterleavedTiming of the confirmed set and the references
 
     @property
     def overhead_fraction(self) -> float | None:
@@ -447,17 +450,32 @@ class _Search:
         return outcome
 
     # --- the only step that reads the test split ---
+    def references(self) -> list[tuple[int, str]]:
+        from defectopt.bench.runners import native_backend
+        from defectopt.models.artifacts import load_artifact
+
+        refs = []
+        for text in self.opts.compare:
+            model_id, _, backend = text.partition(":")
+            art = load_artifact(self.store, int(model_id))  # one line if unknown or not ready
+            refs.append((art.id, backend or native_backend(art.format) or "openvino"))
+        return refs
+
     def confirm(self, front: list, outcome: SearchOutcome) -> None:
         from defectopt.bench.api import run_bench
         from defectopt.bench.options import BenchOptions
+        from defectopt.bench.validation import time_interleaved
+        from defectopt.models.catalog import lineage_label
 
-        self.echo(f"confirming the val Pareto set ({len(front)} model(s)) on the frozen test split")
+        refs = self.references()
+        self.echo(f"confirming the val Pareto set ({len(front)} model(s)) on the frozen test split"
+                  + (f", with {len(refs)} reference model(s)" if refs else ""))
         t0 = time.perf_counter()
         # bench's own defaults otherwise (binary: the recall-critical threshold for its target recall),
         # so these rows are the ones `table` shows for the same models
         by_backend: dict[str, list[int]] = {}
-        for t in front:
-            by_backend.setdefault(t.user_attrs["backend"], []).append(t.user_attrs["model_id"])
+        for model_id, backend in [(t.user_attrs["model_id"], t.user_attrs["backend"]) for t in front] + refs:
+            by_backend.setdefault(backend, []).append(model_id)
         for backend, ids in by_backend.items():
             opts = BenchOptions(ids=",".join(map(str, dict.fromkeys(ids))), device=self.opts.device, backend=backend,
                                 batch_sizes=tuple(dict.fromkeys((1, self.opts.batch_size))), threads=self.opts.threads,
@@ -465,44 +483,81 @@ class _Search:
             for o in run_bench(self.store, opts, on_outcome=lambda o: self.quiet_echo(o.line())):
                 if o.status == "failed":
                     self.echo(f"note: bench failed for model {o.model_id} [{o.backend}]: {o.message}")
-        self.clock.add("confirm", time.perf_counter() - t0)
         for t in front:
             a = t.user_attrs
-            test = _test_figures(self.store, a["model_id"], self.opts.device, a["backend"], self.opts.batch_size)
-            outcome.confirmed.append(Confirmed(t.number, a["model_id"], a["backend"], a["plan_label"], a["val_recall"],
-                                               a["latency_ms"], test.get("recall"), test.get("recall_ci_low"),
-                                               test.get("recall_ci_high"), test.get("latency_ms"), test.get("size_mb")))
-        ok = [c for c in outcome.confirmed if c.test_recall_ci_low is not None and c.test_recall_ci_low >= self.opts.min_recall]
+            outcome.confirmed.append(self._confirmed(t.number, a["model_id"], a["backend"], a["plan_label"],
+                                                     a["val_recall"], a["latency_ms"]))
+        for model_id, backend in refs:
+            outcome.references.append(self._confirmed(-1, model_id, backend, lineage_label(self.store, model_id),
+                                                      None, None))
+        pairs = list(dict.fromkeys([(c.model_id, c.backend) for c in outcome.confirmed + outcome.references]))
+        if len(pairs) >= 2:
+            self.echo(f"timing {len(pairs)} model(s) interleaved in one process at batch {self.opts.batch_size}")
+            it = time_interleaved(self.store, pairs, device=self.opts.device, batch_size=self.opts.batch_size,
+                                  threads=self.opts.threads)
+            outcome.interleaved = it
+            for c in outcome.confirmed + outcome.references:
+                c.interleaved_ms = it.median_ms[f"{c.model_id}:{c.backend}"]
+        self.clock.add("confirm", time.perf_counter() - t0)
+        self._answer(outcome)
+        outcome.plot = self.plot(outcome)
+
+    def _confirmed(self, trial: int, model_id: int, backend: str, plan: str, val_recall, val_ms) -> Confirmed:
+        test = _test_figures(self.store, model_id, self.opts.device, backend, self.opts.batch_size)
+        return Confirmed(trial, model_id, backend, plan, val_recall, val_ms, test.get("recall"), test.get("recall_ci_low"),
+                         test.get("recall_ci_high"), test.get("latency_ms"), test.get("size_mb"))
+
+    def _answer(self, outcome: SearchOutcome) -> None:
         floor = self.opts.min_recall
+
+        def speed(c: Confirmed) -> float:
+            value = c.interleaved_ms if c.interleaved_ms is not None else c.test_latency_ms
+            return value if value is not None else float("inf")
+
+        ok = [c for c in outcome.confirmed if c.test_recall_ci_low is not None and c.test_recall_ci_low >= floor]
+        how = "interleaved" if outcome.interleaved is not None else "bench"
         if ok:
-            best = min(ok, key=lambda c: c.test_latency_ms if c.test_latency_ms is not None else float("inf"))
+            best = min(ok, key=speed)
             outcome.answer = best
-            outcome.answer_line = (f"fastest model whose test recall CI lower bound ≥ {floor:g}: model {best.model_id} "
-                                   f"[{best.backend}] {best.plan} — test recall {best.test_recall:.3f} "
-                                   f"[{best.test_recall_ci_low:.3f}, {best.test_recall_ci_high:.3f}], "
-                                   f"{best.test_latency_ms:.3g} ms/image at batch {self.opts.batch_size}")
+            line = (f"fastest model whose test recall CI lower bound ≥ {floor:g}: model {best.model_id} "
+                    f"[{best.backend}] {best.plan} — test recall {best.test_recall:.3f} "
+                    f"[{best.test_recall_ci_low:.3f}, {best.test_recall_ci_high:.3f}], "
+                    f"{speed(best):.3g} ms/image at batch {self.opts.batch_size} ({how})")
+            it = outcome.interleaved
+            for ref in outcome.references:
+                a, b = f"{ref.model_id}:{ref.backend}", f"{best.model_id}:{best.backend}"
+                if it is not None and a != b:
+                    sp = it.speedups[(a, b)]
+                    line += (f"; vs model {ref.model_id} [{ref.backend}] (test recall {_fmt3(ref.test_recall)} "
+                             f"[{_fmt3(ref.test_recall_ci_low)}, {_fmt3(ref.test_recall_ci_high)}]): "
+                             f"{sp['speedup']:.2f}× faster (p10–p90 {sp['p10']:.2f}–{sp['p90']:.2f}, interleaved)")
+            if it is not None and it.contended:
+                line += "; timed under contention: re-run on a quiet machine"
+            outcome.answer_line = line
         else:
             lows = [c for c in outcome.confirmed if c.test_recall_ci_low is not None]
             top = max(lows, key=lambda c: c.test_recall_ci_low, default=None)
             outcome.answer_line = (f"no val-Pareto model has a test recall CI lower bound ≥ {floor:g}"
                                    + (f"; the highest is {top.test_recall_ci_low:.3f} (model {top.model_id}, test recall "
                                       f"{top.test_recall:.3f})" if top else ""))
-        outcome.plot = self.plot(outcome)
 
     def plot(self, outcome: SearchOutcome) -> Path | None:
         from defectopt.report.plots import tradeoff_plot_png
         from defectopt.report.table import write_atomic
         from defectopt.store.queries import tradeoff_frame
 
-        ids = sorted({c.model_id for c in outcome.confirmed})
-        frame = tradeoff_frame(self.store, device=self.opts.device, ids=ids)
-        frame = frame[[(r["id"], r["backend"]) in {(c.model_id, c.backend) for c in outcome.confirmed}
-                       for _, r in frame.iterrows()]]
+        shown = outcome.confirmed + outcome.references
+        frame = tradeoff_frame(self.store, device=self.opts.device, ids=sorted({c.model_id for c in shown}))
+        frame = frame[[(r["id"], r["backend"]) in {(c.model_id, c.backend) for c in shown} for _, r in frame.iterrows()]]
         if frame.empty:
             return None
         out = Path(self.opts.out or Path("reports") / outcome.name)
         png = tradeoff_plot_png(frame, "latency", "recall", title=f"search '{outcome.name}': val Pareto set on test")
         return write_atomic(out / "pareto.png", png)
+
+
+def _fmt3(value: float | None) -> str:
+    return "?" if value is None else f"{value:.3f}"
 
 
 def _test_figures(store: Store, model_id: int, device: str, backend: str, batch_size: int) -> dict[str, float]:

@@ -91,6 +91,7 @@ class SearchOptions:
     early_stop: bool = True
     early_stop_min_curves: int = 2  # finished student runs needed before the rule stops anything (early_stop.MIN_CURVES)
     confirm: bool = True  # measure the val Pareto set on the test split at the end
+    compare: tuple[str, ...] = ()  # "ID" or "ID:BACKEND": models (e.g. a hand-built pick) timed interleaved with the answer
     seed: int = 0
     out: str | None = None  # folder for the Pareto plot; default reports/<name>
     quiet: bool = False
@@ -115,6 +116,8 @@ class SearchOptions:
             (self.name is None or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", self.name) is not None,
              f"search name '{self.name}' must be letters, digits, '.', '_' or '-' (at most 64)"),
             (not self.resume or self.name is not None, "resuming needs the search's name"),
+            (all(re.fullmatch(r"\d+(:(openvino|onnxruntime|torch|tensorrt|litert))?", c) for c in self.compare),
+             f"--compare takes model IDs, optionally with a runtime (11,2:openvino); got {','.join(self.compare)}"),
         ]
         for ok, message in checks:
             if not ok:
