@@ -191,6 +191,10 @@ def test_search_answer_is_on_the_val_front_and_test_is_read_only_at_confirmation
     assert f"model {outcome.answer.model_id}" in outcome.answer_line
     assert f"vs model {teacher} [torch]" in outcome.answer_line and "interleaved" in outcome.answer_line
     assert outcome.plot is not None and outcome.plot.read_bytes()[:4] == b"\x89PNG"
+    import csv
+
+    rows = list(csv.DictReader(outcome.trials_csv.open()))
+    assert [int(r["trial"]) for r in rows] == [0, 1, 2, 3] and {"student", "prune_ratio", "val_recall"} <= set(rows[0])
     # no front member is dominated by a feasible trial on the val objectives
     import optuna
 

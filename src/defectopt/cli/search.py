@@ -151,6 +151,10 @@ def search_cmd(
         console.print(table)
     if outcome.answer_line:
         style = "bold green" if outcome.answer is not None else "yellow"
-        console.print(f"[{style}]answer:[/] {outcome.answer_line}", highlight=False)
+        from rich.markup import escape
+
+        console.print(f"[{style}]answer:[/] {escape(outcome.answer_line)}", highlight=False)
     if outcome.plot is not None:
         console.print(f"Pareto plot: {outcome.plot}", markup=False, highlight=False)
+    if outcome.trials_csv is not None:
+        console.print(f"trials: {outcome.trials_csv}", markup=False, highlight=False)

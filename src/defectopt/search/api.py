@@ -89,6 +89,7 @@ class SearchOutcome:
     answer_line: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # wall, train, bench, confirm, overhead
     plot: Path | None = None
+    trials_csv: Path | None = None
     ran: int = 0  # trials run by this invocation
     references: list[Confirmed] = field(default_factory=list)  # --compare models, measured the same way
     interleaved: Any = None  # bench.validation.InterleavedTiming of the confirmed set and the references
@@ -447,7 +448,29 @@ class _Search:
             outcome.answer_line = (f"no trial reached val recall ≥ {self.opts.min_recall:g}; "
                                    f"best val recall: {max((r.recall for r in records if r.recall is not None), default=float('nan')):.3f}")
         outcome.seconds = self.clock.summary()
+        outcome.trials_csv = self.write_trials(study, outcome)
         return outcome
+
+    def write_trials(self, study, outcome: SearchOutcome) -> Path:
+        """Every trial with its plan, figures and reason, as CSV beside the plot (atomic)."""
+        import csv
+        import io
+
+        from defectopt.report.table import write_atomic
+
+        plan_keys = [f.name for f in dataclasses.fields(Plan)]
+        cols = ["trial", "state", *plan_keys, "model_id", "val_recall", "val_min_class_recall", "latency_ms",
+                "latency_p10_ms", "latency_p90_ms", "size_mb", "feasible", "contended", "reused", "seconds", "reason"]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        writer.writeheader()
+        for t in study.get_trials(deepcopy=False):
+            a = t.user_attrs
+            row = {"trial": t.number, "state": t.state.name.lower(), **(a.get("plan") or {}),
+                   **{k: a.get(k) for k in cols if k in a and k not in ("plan", "seconds")},
+                   "seconds": round(a.get("seconds", {}).get("total", 0.0), 1), "reason": a.get("reason", "")}
+            writer.writerow({k: row.get(k, "") for k in cols})
+        return write_atomic(Path(self.opts.out or Path("reports") / outcome.name) / "trials.csv", buf.getvalue())
 
     # --- the only step that reads the test split ---
     def references(self) -> list[tuple[int, str]]:
