@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from defectopt.bench import runners as runners_mod
 from defectopt.bench.evaluate import predict_split
-from defectopt.bench.timing import TimingConfig, time_runner
+from defectopt.bench.timing import DEFAULT, TimingConfig, time_runner
 from defectopt.metrics import N
 from defectopt.metrics.task import evaluate_logits
 from defectopt.models.artifacts import load_artifact
@@ -46,7 +46,7 @@ def measure_on_val(store: Store, model_id: int, *, device: str = "cpu", backend:
     try:
         logits, labels = predict_split(runner, dataset, "val", eval_batch_size)
         values = evaluate_logits(logits, labels, dataset.task, dataset.num_classes)
-        result = time_runner(runner, batch_size=batch_size, cfg=timing or TimingConfig(min_iters=20, min_seconds=1.0))
+        result = time_runner(runner, batch_size=batch_size, cfg=timing or DEFAULT)
         size = sum(p.stat().st_size for p in runner.payload_files()) / 1e6
         precision = runner.precision
     finally:
@@ -80,7 +80,7 @@ def time_interleaved(store: Store, models: list[tuple[int, str]], *, device: str
     candidates whose separate timings swing between runs (measured here: the same INT8 model at
     0.79 and 1.01 ms in two trials of one search)."""
     from defectopt.bench.host import default_threads
-    from defectopt.bench.timing import DEFAULT, compare_interleaved
+    from defectopt.bench.timing import compare_interleaved
 
     opened = {}
     try:

@@ -202,29 +202,12 @@ def _record(t) -> TrialRecord:
                        a.get("seconds", {}).get("total", 0.0), a.get("reason", ""))
 
 
-def _dominates(a: tuple[float, ...], b: tuple[float, ...], directions: list[str]) -> bool:
-    better = False
-    for x, y, d in zip(a, b, directions):
-        x, y = (x, y) if d == "maximize" else (-x, -y)
-        if x < y:
-            return False
-        if x > y:
-            better = True
-    return better
-
-
 def val_front(study) -> list:
-    """Complete, feasible trials that no other feasible trial dominates on the val objectives."""
-    from optuna.trial import TrialState
-
-    directions = [d.name.lower() for d in study.directions]
-    feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.user_attrs.get("feasible")]
-    front = [t for t in feasible if not any(_dominates(tuple(o.values), tuple(t.values), directions)
-                                            for o in feasible if o is not t)]
-    # one entry per model+runtime (two trials can reach the same model)
+    """Optuna's Pareto front of the feasible complete trials (`Study.best_trials` honours the
+    recall-floor constraint every complete trial sets), one entry per model + runtime (two trials
+    can reach the same model), fastest first."""
     seen, out = set(), []
-    for t in sorted(front, key=lambda t: t.user_attrs["latency_ms"]):
+    for t in sorted(study.best_trials, key=lambda t: t.user_attrs["latency_ms"]):
         key = (t.user_attrs["model_id"], t.user_attrs["backend"])
         if key not in seen:
             seen.add(key)
@@ -336,7 +319,7 @@ class _Search:
         self.on_trial = on_trial
         self.quiet_echo: Echo = (lambda _m: None) if opts.quiet else echo
         self.clock = _Clock()
-        self.curves: list[Curve] = []
+        self.curves: dict[int, Curve] = {}  # student model id -> its val-recall curve
         self.stopped_students: dict[tuple, tuple[int, str]] = {}
         self.teacher_id = 0
 
@@ -345,6 +328,8 @@ class _Search:
             self.on_trial(record)
 
     def add_curve(self, model_id: int, source: str) -> None:
+        if model_id in self.curves:  # a reused student: its curve is already known
+            return
         from sqlalchemy import select
 
         from defectopt.store.schema import TrainEpoch
@@ -353,13 +338,13 @@ class _Search:
             rows = s.execute(select(TrainEpoch.epoch, TrainEpoch.val_recall)
                              .where(TrainEpoch.model_id == model_id).order_by(TrainEpoch.epoch)).all()
         recalls = tuple(float(r.val_recall) for r in rows if r.val_recall is not None)
-        if recalls and all(c.source.split(" (model ")[-1] != f"{model_id})" for c in self.curves):
-            self.curves.append(Curve(source, recalls))
+        if recalls:
+            self.curves[model_id] = Curve(source, recalls)
 
     def early_stop_hook(self):
         from defectopt.train.engine import StopTraining
 
-        floor, epochs, curves = self.opts.min_recall, self.opts.space.epochs, list(self.curves)
+        floor, epochs, curves = self.opts.min_recall, self.opts.space.epochs, list(self.curves.values())
         min_curves = self.opts.early_stop_min_curves
 
         def hook(row: dict[str, Any]) -> None:
