@@ -206,6 +206,37 @@ def load_tomllib(path):
 
 
 @pytest.mark.slow
+def test_repeated_prune_recipes_size_filters_and_a_second_size_of_one_student(store, tmp_path):
+    raw = load_tomllib(minimal_config(tmp_path))
+    raw["students"].append({"model": "test_vit", "img_size": 48, "alphas": [0.5], "epochs": 1})
+    # two recovery recipes for the same cut; the fake registers every model at 32 px
+    raw["prune"] = [{"from": ["kd"], "ratios": [0.5], "models": ["test_resnet@32"]},
+                    {"from": ["kd"], "ratios": [0.5], "models": ["test_resnet@32"], "finetune_epochs": 3,
+                     "options": {"lr": 5e-4}},
+                    {"from": ["kd"], "ratios": [0.3], "models": ["test_resnet@48"]}]
+    cfg = validate_config(raw)
+    fake = FakeSteps(store)
+    Study(store, cfg, echo=lambda _: None, executor=fake).run()
+    names = [s.name for s in fake.steps if s.kind in ("distill", "prune")]
+    kd = [s for s in fake.steps if s.kind == "distill"]
+    assert names[:3] == ["student test_vit [KD α0.5]", "student test_vit [no-KD]", "student test_vit at 48 px [KD α0.5]"]
+    assert [s.options.img_size for s in kd] == [32, 32, 48]
+    prunes = [s for s in fake.steps if s.kind == "prune"]
+    # both KD students (two sizes) x the two @32 recipes; the @48 filter matches no model
+    assert len(prunes) == 4
+    assert [p.options.finetune_epochs for p in prunes] == [2, 2, 3, 3] and prunes[2].options.lr == 5e-4
+    assert prunes[2].name.endswith("ratio 0.5 (recovery 3 ep, lr 0.0005)") and prunes[0].name.endswith("ratio 0.5")
+    assert len({step_key(p) for p in prunes}) == 4
+    fake.calls.clear()
+    Study(store, cfg, echo=lambda _: None, executor=fake).run()
+    assert fake.calls == ["bench"]  # every recipe's step resumes by its own key
+    # a single [prune] table still works, and a missing one means one table of defaults
+    assert len(validate_config({**raw, "prune": {"ratios": [0.4]}})["prune"]) == 1
+    assert validate_config({k: v for k, v in raw.items() if k != "prune"})["prune"][0]["ratios"] == [0.5]
+    with pytest.raises(DefectoptError, match=r"models entry 'test_resnet@big' is not ALIAS or ALIAS@SIZE"):
+        validate_config({**raw, "prune": {"models": ["test_resnet@big"]}})
+
+
 def test_real_minimal_pipeline_reruns_without_redoing_steps(db_path, tmp_path):
     from defectopt.store.db import open_store, table_counts
 

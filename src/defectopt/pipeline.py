@@ -46,7 +46,9 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "students": {"model": None, "alphas": [0.5, 0.0], "temperature": 4.0, "pretrained": None, "weights": None,
                  "img_size": None,
                  "epochs": 5, "batch_size": 32, "lr": None, "repeat_seeds": [], "options": {}},
-    # models: only the sources of these aliases (e.g. the best KD student), [] = every source
+    # models: only the sources of these aliases (e.g. the best KD student), [] = every source;
+    # "alias@SIZE" narrows it to that input size (a study with the same student at several sizes).
+    # [[prune]] may repeat: one table per recovery recipe (e.g. a short and a longer recovery)
     "prune": {"enabled": True, "from": ["kd"], "models": [], "ratios": [0.5], "method": "structured", "finetune_epochs": 2,
               "kd_from_teacher": True, "options": {}},
     "quantize": {"enabled": True, "from": ["prune"], "methods": ["auto"], "backend": None,
@@ -56,7 +58,10 @@ SCHEMA: dict[str, dict[str, Any]] = {
                "plot_y": N.recall},
 }
 GROUPS = ("teacher", "references", "kd", "nokd", "students", "prune", "quantize")
-LIST_SECTIONS = ("references", "students")  # [[...]] arrays of tables
+LIST_SECTIONS = ("references", "students", "prune")  # [[...]] arrays of tables (one [table] is a list of one)
+# what a missing section means: no references or students; one [prune] table of defaults (as
+# before [[prune]] could repeat)
+ABSENT: dict[str, Any] = {"references": [], "students": [], "prune": [{}]}
 
 
 # --- config ---------------------------------------------------------------------------------
@@ -111,7 +116,7 @@ def validate_config(raw: dict[str, Any], origin: str = "config") -> dict[str, An
         raise DefectoptError(f"pipeline config {origin}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SCHEMA)}")
     cfg: dict[str, Any] = {}
     for section in SCHEMA:
-        value = raw.get(section, [] if section in LIST_SECTIONS else {})
+        value = raw.get(section, ABSENT.get(section, {}))
         if section in LIST_SECTIONS:
             if isinstance(value, dict):
                 value = [value]
@@ -126,7 +131,7 @@ def validate_config(raw: dict[str, Any], origin: str = "config") -> dict[str, An
         raise DefectoptError(f"pipeline config {origin}: [study] data = \"SPEC\" is required (e.g. synthetic:400)")
     if not cfg["teacher"]["model"]:
         raise DefectoptError(f"pipeline config {origin}: [teacher] model = \"ALIAS\" is required")
-    for section in LIST_SECTIONS:
+    for section in ("references", "students"):
         for i, sec in enumerate(cfg[section]):
             if not sec["model"]:
                 raise DefectoptError(f"pipeline config {origin}: [[{section}]] #{i + 1} needs model = \"ALIAS\"")
@@ -137,17 +142,20 @@ def validate_config(raw: dict[str, Any], origin: str = "config") -> dict[str, An
     for i, st in enumerate(cfg["students"]):
         if not isinstance(st["alphas"], list) or not st["alphas"]:
             raise DefectoptError(f"pipeline config {origin}: [[students]] alphas must be a non-empty list, e.g. [0.5, 0.0]")
-    for section, key in (("prune", "from"), ("quantize", "from")):
-        refs = cfg[section][key]
+    for section, table in (*(("prune", t) for t in cfg["prune"]), ("quantize", cfg["quantize"])):
+        refs = table["from"]
         refs = [refs] if isinstance(refs, str) else refs
         bad = [r for r in refs if r not in GROUPS]
         if bad:
             raise DefectoptError(f"pipeline config {origin}: [{section}] from = {bad} ; use any of {', '.join(GROUPS)}")
-        cfg[section][key] = refs
-    for section, key in (("prune", "ratios"), ("prune", "models"), ("quantize", "methods"), ("bench", "devices"), ("bench", "backends"),
-                         ("bench", "batch_sizes")):
-        if not isinstance(cfg[section][key], list):
-            cfg[section][key] = [cfg[section][key]]
+        table["from"] = refs
+    for table, key in (*((t, k) for t in cfg["prune"] for k in ("ratios", "models")), (cfg["quantize"], "methods"),
+                       (cfg["bench"], "devices"), (cfg["bench"], "backends"), (cfg["bench"], "batch_sizes")):
+        if not isinstance(table[key], list):
+            table[key] = [table[key]]
+    for table in cfg["prune"]:
+        for name in table["models"]:
+            parse_model_filter(str(name), origin)
     if len(cfg["report"]["pareto"]) != 2:
         raise DefectoptError(f"pipeline config {origin}: [report] pareto must name two metrics, e.g. [\"recall\", \"latency\"]")
     from defectopt import metrics
@@ -157,6 +165,15 @@ def validate_config(raw: dict[str, Any], origin: str = "config") -> dict[str, An
     if not cfg["study"]["out"]:
         cfg["study"]["out"] = str(Path("reports") / cfg["study"]["name"])
     return cfg
+
+
+def parse_model_filter(text: str, origin: str = "config") -> tuple[str, int | None]:
+    """'alias' -> (alias, None); 'alias@128' -> (alias, 128): [prune] models entries."""
+    alias, at, size = text.partition("@")
+    if not alias or (at and not size.isdigit()):
+        raise DefectoptError(f"pipeline config {origin}: [prune] models entry '{text}' is not ALIAS or ALIAS@SIZE "
+                             "(e.g. efficientnet_lite0@128)")
+    return alias, (int(size) if at else None)
 
 
 # --- steps ----------------------------------------------------------------------------------
@@ -290,24 +307,38 @@ class Study:
     def student_steps(self, teacher: int) -> None:
         from defectopt.train.options import DISTILL
 
+        seen: set[str] = set()
         for sec in self.cfg["students"]:
+            # a second entry of the same alias (another input size) says so in its step name; the
+            # first keeps the plain name, so the keys of studies run before this existed still match
+            at = f" at {sec['img_size']} px" if sec["model"] in seen else ""
+            seen.add(sec["model"])
             for alpha in sec["alphas"]:
                 alpha = float(alpha)
                 kind = f"KD α{alpha:g}" if alpha > 0 else "no-KD"
                 for seed in [None, *sec["repeat_seeds"]]:
                     req = self._train_request(DISTILL, sec, "students", seed, teacher=str(teacher), alpha=alpha,
                                               temperature=float(sec["temperature"]))
-                    label = f"student {sec['model']} [{kind}]" + ("" if seed is None else f" (seed {seed})")
+                    label = f"student {sec['model']}{at} [{kind}]" + ("" if seed is None else f" (seed {seed})")
                     mid = self.model_step(Step(label, "distill", req)).model_ids[-1]
                     if seed is None:  # the repeats measure spread; only the main run goes on
                         self.groups["kd" if alpha > 0 else "nokd"].append(mid)
                         self.groups["students"].append(mid)
 
-    def _alias(self, model_id: int) -> str:
+    def _matches(self, model_id: int, filters: list[str]) -> bool:
+        """[] matches every model; else any 'alias' or 'alias@SIZE' entry."""
+        if not filters:
+            return True
         from defectopt.store.schema import Model
 
         with self.store.session() as s:
-            return s.get(Model, model_id).alias
+            row = s.get(Model, model_id)
+            alias, size = row.alias, row.img_size
+        for text in filters:
+            want_alias, want_size = parse_model_filter(str(text), self.origin)
+            if want_alias == alias and want_size in (None, size):
+                return True
+        return False
 
     def _sources(self, refs: list[str]) -> list[int]:
         out: list[int] = []
@@ -320,22 +351,27 @@ class Study:
     def prune_steps(self, teacher: int) -> None:
         from defectopt.compress.prune.options import PruneOptions
 
-        sec = self.cfg["prune"]
-        if not sec["enabled"]:
-            return
         st = self.cfg["study"]
-        for parent in self._sources(sec["from"]):
-            if sec["models"] and self._alias(parent) not in sec["models"]:
+        done: set[tuple[int, float]] = set()
+        for sec in self.cfg["prune"]:
+            if not sec["enabled"]:
                 continue
-            for ratio in sec["ratios"]:
-                values = {"model": str(parent), "ratios": (float(ratio),), "method": sec["method"],
-                          "finetune_epochs": int(sec["finetune_epochs"]), "seed": st["seed"], "device": str(st["device"]),
-                          "split_seed": int(st["split_seed"]), "quiet": self.quiet}
-                if sec["kd_from_teacher"] and sec["finetune_epochs"]:
-                    values["kd_from"] = str(teacher)
-                opts = build(PruneOptions, {**values, **sec["options"]}, self._where("prune"))
-                res = self.model_step(Step(f"prune model {parent} ratio {float(ratio):g}", "prune", opts))
-                self.groups["prune"].extend(res.model_ids)
+            for parent in self._sources(sec["from"]):
+                if not self._matches(parent, sec["models"]):
+                    continue
+                for ratio in sec["ratios"]:
+                    values = {"model": str(parent), "ratios": (float(ratio),), "method": sec["method"],
+                              "finetune_epochs": int(sec["finetune_epochs"]), "seed": st["seed"], "device": str(st["device"]),
+                              "split_seed": int(st["split_seed"]), "quiet": self.quiet}
+                    if sec["kd_from_teacher"] and sec["finetune_epochs"]:
+                        values["kd_from"] = str(teacher)
+                    opts = build(PruneOptions, {**values, **sec["options"]}, self._where("prune"))
+                    name = f"prune model {parent} ratio {float(ratio):g}"
+                    if (parent, float(ratio)) in done:  # a later recipe for the same cut names its recovery
+                        name += f" (recovery {opts.finetune_epochs} ep, lr {opts.lr:g})"
+                    done.add((parent, float(ratio)))
+                    res = self.model_step(Step(name, "prune", opts))
+                    self.groups["prune"].extend(res.model_ids)
 
     def quantize_steps(self) -> None:
         from defectopt.compress.quantize.options import QuantizeOptions
