@@ -16,6 +16,7 @@ The JSON keeps each candidate's median/p10/p90 ms, every pairwise speedup and th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--quick", action="store_true", help="short budgets (smoke runs; noisier figures)")
+    ap.add_argument("--blocks", type=int, help="rounds of the rotation (default: the timing default, 5); more rounds "
+                    "narrow the p10-p90 of each ratio")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
@@ -69,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.vit_b16:
         candidates[VIT_B16] = vit_b16_eager(args.batch_size)
     load_before = os.getloadavg()
-    result = compare_interleaved(candidates, batch_size=args.batch_size, cfg=QUICK if args.quick else DEFAULT)
+    cfg = QUICK if args.quick else DEFAULT
+    if args.blocks:  # the same time per block: the cap grows with the rounds
+        cfg = dataclasses.replace(cfg, blocks=args.blocks, min_seconds=cfg.min_seconds * args.blocks / cfg.blocks,
+                                  max_seconds=cfg.max_seconds * args.blocks / cfg.blocks)
+    result = compare_interleaved(candidates, batch_size=args.batch_size, cfg=cfg)
     load_after = os.getloadavg()
     for r in runners:
         r.close()
