@@ -308,10 +308,11 @@ class Study:
         from defectopt.train.options import DISTILL
 
         seen: set[str] = set()
-        for sec in self.cfg["students"]:
+        for i, sec in enumerate(self.cfg["students"]):
             # a second entry of the same alias (another input size) says so in its step name; the
             # first keeps the plain name, so the keys of studies run before this existed still match
-            at = f" at {sec['img_size']} px" if sec["model"] in seen else ""
+            size = sec["img_size"] or self.cfg["study"]["img_size"]
+            at = "" if sec["model"] not in seen else (f" at {size} px" if size else f" (entry {i + 1})")
             seen.add(sec["model"])
             for alpha in sec["alphas"]:
                 alpha = float(alpha)
