@@ -326,8 +326,8 @@ class Study:
                         self.groups["kd" if alpha > 0 else "nokd"].append(mid)
                         self.groups["students"].append(mid)
 
-    def _matches(self, model_id: int, filters: list[str]) -> bool:
-        """[] matches every model; else any 'alias' or 'alias@SIZE' entry."""
+    def _matches(self, model_id: int, filters: list[tuple[str, int | None]]) -> bool:
+        """[] matches every model; else any parsed (alias, size or None) entry."""
         if not filters:
             return True
         from defectopt.store.schema import Model
@@ -335,11 +335,7 @@ class Study:
         with self.store.session() as s:
             row = s.get(Model, model_id)
             alias, size = row.alias, row.img_size
-        for text in filters:
-            want_alias, want_size = parse_model_filter(str(text), self.origin)
-            if want_alias == alias and want_size in (None, size):
-                return True
-        return False
+        return any(want_alias == alias and want_size in (None, size) for want_alias, want_size in filters)
 
     def _sources(self, refs: list[str]) -> list[int]:
         out: list[int] = []
@@ -357,8 +353,9 @@ class Study:
         for sec in self.cfg["prune"]:
             if not sec["enabled"]:
                 continue
+            filters = [parse_model_filter(str(text), self.origin) for text in sec["models"]]
             for parent in self._sources(sec["from"]):
-                if not self._matches(parent, sec["models"]):
+                if not self._matches(parent, filters):
                     continue
                 for ratio in sec["ratios"]:
                     values = {"model": str(parent), "ratios": (float(ratio),), "method": sec["method"],
