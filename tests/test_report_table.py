@@ -284,3 +284,36 @@ def test_report_counts_missed_defects_by_type_and_flags_contended_timings(store,
     assert f"| {study['kd']} |" in text and "| 1/4 | 0/6 | 1/10 |" in text
     assert "Timed under contention" in text and f"{study['int8']} onnxruntime/int8 (1.30 cores)" in text
     assert f"{study['kd']} torch" not in text.split("Timed under contention")[1].split("\n")[0]
+
+
+def _benchmark_script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dumped_decisions_keep_the_paired_test_after_the_db_is_gone(store, study, db_path, tmp_path, capsys):
+    """benchmarks/dump_study.py commits a study as text; mcnemar_pair.py then tests a model of a
+    lost DB (its decisions.csv) against one of a live DB, with the same b/c as `table`."""
+    dump, pair = _benchmark_script("dump_study"), _benchmark_script("mcnemar_pair")
+    out = tmp_path / "committed"
+    assert dump.main(["--db", str(db_path), "--out", str(out)]) == 0
+    with (out / "decisions.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 5 and rows[0]["labels"].split() == [str(v) for v in LABELS]
+    with (out / "tradeoff.csv").open() as fh:
+        assert {int(r["id"]) for r in csv.DictReader(fh)} == set(study.values())
+    with (out / "models.csv").open() as fh:
+        assert [int(r["id"]) for r in csv.DictReader(fh)] == sorted(study.values())
+    capsys.readouterr()
+    assert pair.main([f"{out / 'decisions.csv'}:{study['teacher']}", f"{db_path}:{study['nokd']}"]) == 0
+    assert "b=3 c=0 n=10 p=0.25" in capsys.readouterr().out  # defects only: binary recall
+    assert pair.main([f"{db_path}:{study['int8']}:onnxruntime", f"{out / 'decisions.csv'}:{study['pruned']}"]) == 0
+    assert "b=0 c=1" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no recall row"):
+        pair.main([f"{db_path}:{study['teacher']}:openvino", f"{db_path}:{study['kd']}"])
