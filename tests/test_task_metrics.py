@@ -163,3 +163,23 @@ def test_threshold_choice_says_when_val_cannot_resolve_the_target():
     rep = tm.task_report(_logits_from_scores(np.array([0.9, 0.2])), np.array([1, 0]), task="binary", num_classes=2,
                          threshold=small)
     assert rep.extra["recall"]["val_unresolved"] is True and rep.extra["recall"]["val_recall_resolution"] == pytest.approx(1 / 6)
+
+
+def _binary_logits(z) -> np.ndarray:
+    """Logits whose defect score is sigmoid(z)."""
+    z = np.asarray(z, dtype=np.float64)
+    return np.stack([np.zeros_like(z), z], axis=1)
+
+
+def test_recall_at_false_alarms_reads_models_at_the_same_operating_point():
+    labels = np.array([0] * 6 + [1] * 4)
+    z = np.array([-3, -2, -1, 0.5, 2.0, 2.0, 1.0, 1.5, 2.5, 3.0])  # two goods tie at 2.0
+    # at most 1 false alarm: the cutoff is the second-highest good score (2.0, tied), ties unflagged
+    assert tm.recall_at_false_alarms(_binary_logits(z), labels, 1) == 0.5
+    assert tm.recall_at_false_alarms(_binary_logits(z), labels, 2) == 1.0  # above 0.5: all four defects
+    assert tm.recall_at_false_alarms(_binary_logits(z), labels, 0) == 0.5
+    assert tm.recall_at_false_alarms(_binary_logits(z), labels, 6) == 1.0  # every good may be flagged
+    # a monotonic shift (what INT8 does to the scale) changes no operating point; a reversal does
+    assert tm.recall_at_false_alarms(_binary_logits(z - 5), labels, 2) == 1.0
+    assert tm.recall_at_false_alarms(_binary_logits(-z), labels, 2) == 0.0
+    assert tm.recall_at_false_alarms(_binary_logits(z[:6]), labels[:6], 1) is None

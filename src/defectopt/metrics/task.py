@@ -154,6 +154,25 @@ def choose_threshold(val_logits: np.ndarray, val_labels: np.ndarray, target_reca
     return ThresholdChoice(threshold, val_recall, target_recall, n)
 
 
+def recall_at_false_alarms(logits: np.ndarray, labels: np.ndarray, max_false_alarms: int) -> float | None:
+    """Binary: the highest defect recall any threshold reaches while flagging at most
+    `max_false_alarms` good images (None when there is no defect).
+
+    This compares two models at the same operating point when their scores are on different
+    scales (INT8 shifts them): "flag above the (k+1)-th highest good score" is the threshold
+    with at most k false alarms that flags the most defects; ties at that score stay unflagged.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    scores = defect_scores(logits)
+    pos = scores[labels == 1]
+    if len(pos) == 0:
+        return None
+    neg = np.sort(scores[labels != 1])[::-1]
+    if max_false_alarms >= len(neg):
+        return 1.0
+    return float((pos > neg[max(0, int(max_false_alarms))]).mean())
+
+
 def _recall_of_resamples(labels: np.ndarray, correct: np.ndarray, idx: np.ndarray, task: str, num_classes: int) -> np.ndarray:
     """Recall (binary) or macro recall (multi-class) of each bootstrap resample (rows of idx)."""
     if task == "binary":

@@ -1,5 +1,9 @@
 """The auto policy: the cheapest INT8 path that keeps val defect recall within the budget.
 
+Each attempt is judged against the parent on val at the same operating point: argmax recall
+(multi-class), or recall at the parent's val false-alarm count (binary: INT8 shifts the scores,
+so the parent's threshold would judge a rule nobody deploys; bench recalibrates each model's).
+
 1. PTQ: static INT8 on the fastest backend here (OpenVINO + NNCF).
 2. Over budget -> sensitivity analysis, then mixed precision: the layers whose quantization
    alone costs recall (at least the most sensitive one, at most `max_keep_fp`) stay float.
@@ -54,7 +58,8 @@ def run(store: Store, parent: Parent, *, calib: list[np.ndarray], max_recall_dro
         out.steps.append(step)
         _mark(store, result.model_id, {"step": step, "max_recall_drop": requested, "effective_recall_drop": max_recall_drop,
                                        "val_recall_resolution": resolution, "within_budget": ok})
-        log(f"auto: {step} -> model {result.model_id} ({result.label}): val recall drop "
+        at = " at the parent's val false-alarm count" if "operating_point" in result.fidelity else ""
+        log(f"auto: {step} -> model {result.model_id} ({result.label}): val recall drop{at} "
             f"{result.fidelity['recall_drop']:+.4f} (budget {max_recall_drop:g}) {'ok' if ok else 'over budget'}")
         return ok
 

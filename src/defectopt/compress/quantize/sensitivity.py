@@ -23,12 +23,12 @@ from defectopt.compress.quantize.common import (
     Parent,
     compare_logits,
     layer_groups,
+    matched_recalls,
     score_runner,
 )
 from defectopt.models import torch_quantized as torch_formats
 from defectopt.store.db import Store
 from defectopt.store.schema import Sensitivity
-from defectopt.metrics import N
 
 
 class _ModuleRunner(Runner):
@@ -68,9 +68,10 @@ def analyse(store: Store, parent: Parent, *, method: str, backend: str, calib: l
             finally:
                 runner.close()
             cmp = compare_logits(base["logits"], scored["logits"])
-            rows.append({"layer": group, "order": i, "recall_drop": round(base[N.recall] - scored[N.recall], 9),
+            ref, got, _ = matched_recalls(parent, base, scored)
+            rows.append({"layer": group, "order": i, "recall_drop": round(ref - got, 9),
                          "logit_error": round(cmp["logit_rel_err"], 6), "margin_corr": cmp["margin_corr"],
-                         "val_recall": scored[N.recall]})
+                         "val_recall": got})
     rows.sort(key=lambda r: (-r["recall_drop"], -r["logit_error"], r["order"]))
     for rank, r in enumerate(rows, 1):
         r["rank"] = rank
