@@ -175,6 +175,8 @@ def test_table_every_format_to_file(study, tmp_path, fmt):
     elif fmt == "md":
         lines = text.strip().splitlines()
         assert lines[0].startswith("| id | lineage |") and len(lines) == 2 + 5
+        # latency and throughput come from different batch sizes; the headers say which
+        assert "| best batch |" in lines[0] and "| latency ms (batch 1) |" in lines[0]
         assert "0.800 [0.500, 1.000]" in text and "32.00×" in text and "-0.300 (p=0.250)" in text
     else:
         assert "tradeoff" in text and "int8-static" in text
