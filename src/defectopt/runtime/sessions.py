@@ -59,6 +59,7 @@ class OpenVINOSession(Session):
         if inference_precision not in OV_HINTS:
             raise DefectoptError(f"unknown OpenVINO inference precision '{inference_precision}'")
         self.threads, self.inference_precision = threads, inference_precision
+        self._ov, self._bound = ov, None
         self._model = ov.Core().read_model(str(path))
         self._compiled: dict[tuple[int, ...], tuple] = {}
         self.settings = {}
@@ -81,11 +82,22 @@ class OpenVINOSession(Session):
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        compiled, request = self.compiled_for(tuple(batch.shape))
-        return np.asarray(request.infer({0: batch})[compiled.output(0)])
+        _, request = self.compiled_for(tuple(batch.shape))
+        # The caller's array is bound as the input tensor (no copy, no per-call dict/OVDict) and the
+        # output tensor is read directly; below 1 ms that Python-side work is a visible share of the
+        # latency (measured here, interleaved: 80-px INT8 Lite0 0.720 -> 0.674 ms, 1.065x; a 7-ms
+        # Lite2 at 192 px unchanged). The tensor wraps `batch` without owning it, so the session
+        # keeps both alive until the next call rebinds; the output is copied because the request
+        # reuses its memory on the next inference.
+        tensor = self._ov.Tensor(batch, shared_memory=True)
+        request.set_input_tensor(tensor)
+        self._bound = (tensor, batch)
+        request.infer()
+        return request.get_output_tensor(0).data.copy()
 
     def close(self) -> None:
         self._compiled.clear()
+        self._bound = None
 
 
 class OnnxSession(Session):
