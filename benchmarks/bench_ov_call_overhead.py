@@ -13,7 +13,6 @@ directly). Same weights, same compiled model, same thread count: the ratio is th
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ from defectopt.bench.host import fingerprint
 from defectopt.bench.runners import open_runner
 from defectopt.bench.timing import DEFAULT, compare_interleaved, random_batch
 from defectopt.models.artifacts import load_artifact
+from defectopt.report.table import write_atomic
 from defectopt.store.db import open_store
 
 
@@ -56,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{mid} {art.alias} {runner.precision} {art.img_size}"
         candidates[f"{label} dict"] = dict_path
         candidates[f"{label} session"] = session_path
-    cfg = dataclasses.replace(DEFAULT, blocks=args.blocks, min_seconds=DEFAULT.min_seconds * args.blocks / DEFAULT.blocks,
-                              max_seconds=DEFAULT.max_seconds * args.blocks / DEFAULT.blocks)
-    result = compare_interleaved(candidates, cfg=cfg)
+    result = compare_interleaved(candidates, cfg=DEFAULT.with_blocks(args.blocks))
     for r in runners:
         r.close()
     summary = result.to_dict()
@@ -74,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         payload = {"host": fingerprint(), "threads": args.threads, "db": str(args.db), "session_vs_dict": ratios,
                    **summary}
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=1, default=str))
-        tmp.replace(args.out)
+        write_atomic(args.out, json.dumps(payload, indent=1, default=str))
     return 0
 
 

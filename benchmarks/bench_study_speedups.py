@@ -16,7 +16,6 @@ The JSON keeps each candidate's median/p10/p90 ms, every pairwise speedup and th
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -28,6 +27,7 @@ from defectopt.bench.host import fingerprint
 from defectopt.bench.runners import open_runner
 from defectopt.bench.timing import DEFAULT, QUICK, compare_interleaved, random_batch
 from defectopt.models.artifacts import load_artifact
+from defectopt.report.table import write_atomic
 from defectopt.store.db import open_store
 
 VIT_B16 = "vit_b16 torch fp32 224 (random init)"
@@ -73,9 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         candidates[VIT_B16] = vit_b16_eager(args.batch_size)
     load_before = os.getloadavg()
     cfg = QUICK if args.quick else DEFAULT
-    if args.blocks:  # the same time per block: the cap grows with the rounds
-        cfg = dataclasses.replace(cfg, blocks=args.blocks, min_seconds=cfg.min_seconds * args.blocks / cfg.blocks,
-                                  max_seconds=cfg.max_seconds * args.blocks / cfg.blocks)
+    if args.blocks:
+        cfg = cfg.with_blocks(args.blocks)
     result = compare_interleaved(candidates, batch_size=args.batch_size, cfg=cfg)
     load_after = os.getloadavg()
     for r in runners:
@@ -94,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         payload = {"host": fingerprint(), "batch_size": args.batch_size, "threads": args.threads,
                    "load_before": load_before, "load_after": load_after, "db": str(args.db), **summary}
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=1, default=str))
-        tmp.replace(args.out)
+        write_atomic(args.out, json.dumps(payload, indent=1, default=str))
     return 0
 
 

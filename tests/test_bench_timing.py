@@ -91,3 +91,9 @@ def test_a_busy_neighbour_is_recorded_with_the_timing():
     assert c is not None and c.wall_s >= 1.0
     assert c.other_cores > 0.5 and c.contended
     assert res.summary()["contention"]["contended"] is True
+
+
+def test_with_blocks_keeps_the_time_per_block():
+    cfg = TimingConfig(min_seconds=2.0, blocks=5, max_seconds=20.0).with_blocks(20)
+    assert (cfg.blocks, cfg.min_seconds, cfg.max_seconds) == (20, 8.0, 80.0)
+    assert cfg.min_seconds / cfg.blocks == 2.0 / 5

@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,11 @@ class TimingConfig:
 
     def iters_for(self, batch_size: int) -> int:
         return max(self.blocks, math.ceil(self.min_iters / max(1, batch_size)))
+
+    def with_blocks(self, blocks: int) -> TimingConfig:
+        """More (or fewer) rounds at the same time per block: the time budget and cap scale with them."""
+        scale = blocks / self.blocks
+        return replace(self, blocks=blocks, min_seconds=self.min_seconds * scale, max_seconds=self.max_seconds * scale)
 
 
 DEFAULT = TimingConfig()

@@ -84,9 +84,9 @@ class OpenVINOSession(Session):
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         _, request = self.compiled_for(tuple(batch.shape))
         # The caller's array is bound as the input tensor (no copy, no per-call dict/OVDict) and the
-        # output tensor is read directly; below 1 ms that Python-side work is a visible share of the
-        # latency (measured here, interleaved: 80-px INT8 Lite0 0.720 -> 0.674 ms, 1.065x; a 7-ms
-        # Lite2 at 192 px unchanged). The tensor wraps `batch` without owning it, so the session
+        # output tensor is read directly; below 1 ms that Python-side work is a few per cent of the
+        # latency (benchmarks/bench_ov_call_overhead.py: 1.04-1.07x on the study's 80-px INT8 Lite0,
+        # none on its 7-ms Lite2 teacher). The tensor wraps `batch` without owning it, so the session
         # keeps both alive until the next call rebinds; the output is copied because the request
         # reuses its memory on the next inference.
         tensor = self._ov.Tensor(batch, shared_memory=True)
