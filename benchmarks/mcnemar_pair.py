@@ -9,8 +9,9 @@ split hash must match; otherwise it refuses).
     python benchmarks/mcnemar_pair.py DB:55:openvino DB:1:torch
 
 Each side is SOURCE:MODEL_ID[:BACKEND]; without a backend the model's first recall row is used.
-Multi-class: right = predicted class == label over all images; binary: right = defect flagged,
-over the defect images only (defectopt.report.stats).
+Multi-class: right = predicted class == label over all images. Binary: recall's test pairs the
+defect images only (right = defect flagged, defectopt.report.stats); a second test pairs every
+image (right = decision == label), so false alarms count.
 """
 
 from __future__ import annotations
@@ -73,10 +74,21 @@ def main(argv: list[str] | None = None) -> int:
     if test is None:
         print("error: the two rows were not scored on the same test images (split hash or labels differ)", file=sys.stderr)
         return 2
+    _, labels = paired_outcomes(pextra)
+    binary = set(labels) <= {0, 1}  # as stats.mcnemar_from_extras decides it
     for name, extra in ((pname, pextra), (cname, cextra)):
-        right, _ = paired_outcomes(extra)
-        print(f"{name}: {sum(right)}/{len(right)} right")
-    print(f"McNemar: b={test.b} c={test.c} n={test.n} p={test.p_value:.4g} ({test.method})")
+        decisions = [int(v) for v in extra["decisions"]]
+        if binary:  # recall's McNemar pairs the defects only; false alarms are the other half of the story
+            caught = sum(1 for d, y in zip(decisions, labels) if y == 1 and d == 1)
+            alarms = sum(1 for d, y in zip(decisions, labels) if y == 0 and d == 1)
+            print(f"{name}: {caught}/{labels.count(1)} defects flagged, {alarms}/{labels.count(0)} false alarms")
+        else:
+            print(f"{name}: {sum(d == y for d, y in zip(decisions, labels))}/{len(labels)} right")
+    what = "defects" if binary else "all images"
+    print(f"McNemar ({what}): b={test.b} c={test.c} n={test.n} p={test.p_value:.4g} ({test.method})")
+    if binary:
+        every = mcnemar_from_extras(pextra, cextra, task="multiclass")  # right = decision == label, every image
+        print(f"McNemar (all images): b={every.b} c={every.c} n={every.n} p={every.p_value:.4g} ({every.method})")
     return 0
 
 

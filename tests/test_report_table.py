@@ -314,7 +314,10 @@ def test_dumped_decisions_keep_the_paired_test_after_the_db_is_gone(store, study
         assert [int(r["id"]) for r in csv.DictReader(fh)] == sorted(study.values())
     capsys.readouterr()
     assert pair.main([f"{out / 'decisions.csv'}:{study['teacher']}", f"{db_path}:{study['nokd']}"]) == 0
-    assert "b=3 c=0 n=10 p=0.25" in capsys.readouterr().out  # defects only: binary recall
+    printed = capsys.readouterr().out
+    assert "McNemar (defects): b=3 c=0 n=10 p=0.25" in printed  # binary recall: the defects only
+    assert "McNemar (all images): b=3 c=0 n=20" in printed  # every decision (none of these false alarms)
+    assert "10/10 defects flagged, 0/10 false alarms" in printed and "7/10 defects flagged" in printed
     assert pair.main([f"{db_path}:{study['int8']}:onnxruntime", f"{out / 'decisions.csv'}:{study['pruned']}"]) == 0
     assert "b=0 c=1" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no recall row"):
