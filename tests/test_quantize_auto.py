@@ -120,3 +120,22 @@ def test_auto_requires_zero_extra_misses_when_val_cannot_resolve_the_budget(stor
     labels = [r["label"] for r in synthetic.manifest if r["split"] == "val"]
     assert first["val_recall_resolution"] == recall_resolution(labels, "binary") > 0.01
     assert first["max_recall_drop"] == 0.01 and first["effective_recall_drop"] == 0.0 and first["within_budget"] is False
+
+
+def test_auto_says_when_the_parents_operating_point_cannot_show_a_loss(store, synthetic, monkeypatch):
+    """A parent that flags every val good image (random-init ViT-B/16 on MVTec screw did) gives any
+    child full recall at its false-alarm count: auto keeps PTQ but says the check saw nothing,
+    and records that on the row."""
+    from defectopt.compress.quantize import produce
+
+    real_evaluate = produce.evaluate_child
+    monkeypatch.setattr(produce, "evaluate_child", lambda *a, **k: {
+        **real_evaluate(*a, **k), "recall_drop": 0.0, "operating_point_vacuous": True})
+    parent_id = make_ready_model(store, "test_resnet", synthetic)
+    logs = []
+    out = quantize_model(store, QuantizeOptions(model=str(parent_id), method="auto", backend="onnxruntime",
+                                                calib_images=8), log=logs.append)
+    assert out.chosen is out.results[0] and len(out.results) == 1
+    assert any("this check cannot see a loss" in line for line in logs), logs
+    with store.session() as s:
+        assert s.get(Model, out.chosen.model_id).config["auto"]["check_vacuous"] is True

@@ -45,6 +45,16 @@ def test_a_child_that_ranks_defects_below_good_images_is_over_any_budget():
     assert fid["val_recall"] == 0.0 and fid["recall_drop"] == 1.0
 
 
+def test_a_parent_that_flags_every_good_image_makes_the_check_vacuous():
+    flag_all = Z - Z.min() + 1.0  # every val image above the parent's threshold: 10 of 10 goods flagged
+    base = _scored(flag_all, LABELS, 0.6)
+    assert base["metrics"]["fp"] == 10
+    child = _scored(-flag_all, LABELS, 0.6)  # ranks every defect last, yet reads full recall at 10 false alarms
+    fid = fidelity(_parent(base), child)
+    assert fid["recall_drop"] == 0.0 and fid["operating_point_vacuous"] is True
+    assert "operating_point_vacuous" not in fidelity(_parent(_scored(Z, LABELS, 0.6)), child)
+
+
 def test_multiclass_children_are_read_by_argmax_as_before():
     base = _scored(Z, LABELS, None, task="multiclass")
     child = _scored(Z - 4.0, LABELS, None, task="multiclass")

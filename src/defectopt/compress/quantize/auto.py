@@ -61,6 +61,10 @@ def run(store: Store, parent: Parent, *, calib: list[np.ndarray], max_recall_dro
         at = " at the parent's val false-alarm count" if "operating_point" in result.fidelity else ""
         log(f"auto: {step} -> model {result.model_id} ({result.label}): val recall drop{at} "
             f"{result.fidelity['recall_drop']:+.4f} (budget {max_recall_drop:g}) {'ok' if ok else 'over budget'}")
+        if result.fidelity.get("operating_point_vacuous"):
+            _mark(store, result.model_id, {"check_vacuous": True})
+            log("auto: the parent flags every val good image at its threshold, so recall at its false-alarm "
+                "count is full for any model: this check cannot see a loss (read bench's test rows and AUROC)")
         return ok
 
     if record(static.run(store, parent, backend=backend, calib=calib, device=device, float_precision=float_precision),
