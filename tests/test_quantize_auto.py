@@ -139,3 +139,58 @@ def test_auto_says_when_the_parents_operating_point_cannot_show_a_loss(store, sy
     assert any("this check cannot see a loss" in line for line in logs), logs
     with store.session() as s:
         assert s.get(Model, out.chosen.model_id).config["auto"]["check_vacuous"] is True
+
+
+def test_auto_bound_evidence_is_refused_up_front_when_val_is_too_small(store, synthetic):
+    """16 synthetic val images: even zero new misses cannot bound the loss within 1 pt, so no attempt
+    could pass; auto says so before writing any row."""
+    from defectopt.errors import DefectoptError
+
+    parent_id = make_ready_model(store, "test_resnet", synthetic)
+    with store.session() as s:
+        before = len(s.scalars(select(Model)).all())
+    opts = QuantizeOptions(model=str(parent_id), method="auto", backend="onnxruntime", calib_images=8,
+                           auto_evidence="bound")
+    with pytest.raises(DefectoptError, match="auto-evidence bound: even with no newly missed val image"):
+        quantize_model(store, opts, log=lambda m: None)
+    with store.session() as s:
+        assert len(s.scalars(select(Model)).all()) == before
+    with pytest.raises(DefectoptError, match="--auto-evidence applies to --method auto"):
+        quantize_model(store, replace(opts, method="static"), log=lambda m: None)
+    with pytest.raises(DefectoptError, match="unknown --auto-evidence 'strict'"):
+        quantize_model(store, replace(opts, auto_evidence="strict"), log=lambda m: None)
+
+
+@pytest.mark.slow
+def test_auto_bound_evidence_rejects_a_ptq_whose_losses_a_regained_image_hides(store, synthetic, monkeypatch):
+    """The NEU case in small: PTQ's val drop is within the budget (a newly missed image offset by a
+    regained one), so `point` keeps it; `bound` counts the new miss (on 360 val images one miss bounds
+    the loss at 1.08% > 1 pt at 90%) and goes on, recording the bound on each row."""
+    from defectopt.compress.quantize import auto, produce
+
+    real_evaluate = produce.evaluate_child
+
+    def hidden_loss(store_, parent, model_id, **kw):
+        with store_.session() as s:
+            method = s.get(Model, model_id).technique.params["method"]
+        new = 0 if method == "qat" else 1
+        return {**real_evaluate(store_, parent, model_id, **kw), "recall_drop": 0.0, "val_new_misses": new,
+                "val_regained": 1}
+
+    monkeypatch.setattr(produce, "evaluate_child", hidden_loss)
+    monkeypatch.setattr(auto, "recall_resolution", lambda *a: 1 / 360)  # as NEU-DET's val split
+    parent_id = make_ready_model(store, "test_resnet", synthetic)
+    opts = QuantizeOptions(model=str(parent_id), method="auto", backend="onnxruntime", calib_images=8,
+                           max_recall_drop=0.01, qat=QATConfig(epochs=1, batch_size=16, quiet=True))
+    point = quantize_model(store, opts, log=lambda m: None)
+    assert [r.method for r in point.results] == ["static"] and point.chosen is point.results[0]
+    logs = []
+    bound = quantize_model(store, replace(opts, auto_evidence="bound"), log=logs.append)
+    assert [r.method for r in bound.results] == ["static", "static", "qat"], logs
+    assert bound.chosen is bound.results[-1]
+    with store.session() as s:
+        first = s.get(Model, bound.results[0].model_id).config["auto"]
+        last = s.get(Model, bound.results[-1].model_id).config["auto"]
+    assert first["evidence"] == "bound" and first["within_budget"] is False and first["loss_bound_90"] > 0.01
+    assert last["within_budget"] is True and last["loss_bound_90"] < 0.01 and last["chosen"] is True
+    assert any("1 val image(s) newly missed -> loss <= 0.0108 at 90%" in line for line in logs), logs

@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from defectopt.compress.quantize.common import Parent, fidelity
 from defectopt.metrics.task import evaluate_logits
@@ -61,3 +62,24 @@ def test_multiclass_children_are_read_by_argmax_as_before():
     fid = fidelity(_parent(base, task="multiclass"), child)
     assert "operating_point" not in fid
     assert fid["recall_drop"] == base["recall"] - child["recall"]
+
+
+def test_paired_counts_are_images_newly_missed_and_regained_at_the_matched_operating_point():
+    base = _scored(Z, LABELS, 0.6)  # at 1 false alarm the parent flags all 5 defects
+    swapped = Z.copy()
+    swapped[10], swapped[0] = -3.0, 1.0  # one defect falls below every good, one good rises to 1.0
+    fid = fidelity(_parent(base), _scored(swapped, LABELS, 0.6))
+    # at 1 false alarm the child's cut is its second-highest good (1.0): defect 10 (now -3.0) is newly
+    # missed, the other four (1.5 and up) stay flagged
+    assert fid["val_new_misses"] == 1 and fid["val_regained"] == 0 and fid["recall_drop"] == pytest.approx(0.2)
+    assert fidelity(_parent(base), _scored(Z - 4.0, LABELS, 0.6))["val_new_misses"] == 0
+
+
+def test_multiclass_paired_counts_do_not_let_a_regained_image_hide_a_new_miss():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    parent = np.eye(3)[[0, 0, 1, 1, 2, 0]] * 5.0  # right on 5 of 6 (the last image wrong)
+    child = np.eye(3)[[0, 1, 1, 1, 2, 2]] * 5.0  # wrong on image 1, right on the last: same macro recall
+    task = lambda z: {"logits": z, "labels": labels, "recall": evaluate_logits(z, labels, "multiclass", 3)["recall"],
+                      "metrics": evaluate_logits(z, labels, "multiclass", 3)}
+    fid = fidelity(_parent(task(parent), task="multiclass"), task(child))
+    assert abs(fid["recall_drop"]) < 1e-12 and fid["val_new_misses"] == 1 and fid["val_regained"] == 1

@@ -183,3 +183,19 @@ def test_recall_at_false_alarms_reads_models_at_the_same_operating_point():
     assert tm.recall_at_false_alarms(_binary_logits(z - 5), labels, 2) == 1.0
     assert tm.recall_at_false_alarms(_binary_logits(-z), labels, 2) == 0.0
     assert tm.recall_at_false_alarms(_binary_logits(z[:6]), labels[:6], 1) is None
+
+
+def test_upper_rate_bound_is_the_exact_one_sided_clopper_pearson_bound():
+    # with no event the one-sided bound has a closed form: 1 - (1 - confidence) ** (1 / n)
+    assert tm.upper_rate_bound(0, 360, 0.9) == pytest.approx(1 - 0.1 ** (1 / 360), rel=1e-6)
+    # 360 val images, 1-pt budget: no new miss passes (0.0064), one does not (0.0108)
+    assert tm.upper_rate_bound(0, 360) < 0.01 < tm.upper_rate_bound(1, 360)
+    assert tm.upper_rate_bound(3, 1000) < 0.01 and tm.upper_rate_bound(0, 0) is None
+
+
+def test_recall_at_false_alarms_is_the_defect_share_of_the_flags_at_false_alarms():
+    z = np.array([0.1, 0.2, 0.3, 0.9, 0.5, 0.05, 0.95, 0.4])
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    flags = tm.flags_at_false_alarms(_binary_logits(z), labels, 1)
+    assert flags.tolist() == [False, False, False, True, True, False, True, True]  # cut at the 2nd good (0.3)
+    assert tm.recall_at_false_alarms(_binary_logits(z), labels, 1) == 0.75

@@ -154,23 +154,29 @@ def choose_threshold(val_logits: np.ndarray, val_labels: np.ndarray, target_reca
     return ThresholdChoice(threshold, val_recall, target_recall, n)
 
 
-def recall_at_false_alarms(logits: np.ndarray, labels: np.ndarray, max_false_alarms: int) -> float | None:
-    """Binary: the highest defect recall any threshold reaches while flagging at most
-    `max_false_alarms` good images (None when there is no defect).
+def flags_at_false_alarms(logits: np.ndarray, labels: np.ndarray, max_false_alarms: int) -> np.ndarray:
+    """Binary: which images the rule "flag above the (k+1)-th highest good score" flags, k =
+    `max_false_alarms` (every image when k reaches the number of good images).
 
-    This compares two models at the same operating point when their scores are on different
-    scales (INT8 shifts them): "flag above the (k+1)-th highest good score" is the threshold
-    with at most k false alarms that flags the most defects; ties at that score stay unflagged.
+    It is the threshold with at most k false alarms that flags the most defects; ties at that
+    score stay unflagged. Applied to two models, it compares them at the same operating point when
+    their scores are on different scales (INT8 shifts them).
     """
     labels = np.asarray(labels).astype(np.int64)
     scores = defect_scores(logits)
-    pos = scores[labels == 1]
-    if len(pos) == 0:
-        return None
     neg = np.sort(scores[labels != 1])[::-1]
     if max_false_alarms >= len(neg):
-        return 1.0
-    return float((pos > neg[max(0, int(max_false_alarms))]).mean())
+        return np.ones(len(scores), dtype=bool)
+    return scores > neg[max(0, int(max_false_alarms))]
+
+
+def recall_at_false_alarms(logits: np.ndarray, labels: np.ndarray, max_false_alarms: int) -> float | None:
+    """Binary: the highest defect recall any threshold reaches while flagging at most
+    `max_false_alarms` good images (None when there is no defect); see `flags_at_false_alarms`."""
+    labels = np.asarray(labels).astype(np.int64)
+    if not (labels == 1).any():
+        return None
+    return float(flags_at_false_alarms(logits, labels, max_false_alarms)[labels == 1].mean())
 
 
 def _recall_of_resamples(labels: np.ndarray, correct: np.ndarray, idx: np.ndarray, task: str, num_classes: int) -> np.ndarray:
@@ -233,6 +239,13 @@ def recall_resolution(labels: np.ndarray, task: str, num_classes: int = 2) -> fl
     counts = [int((labels == c).sum()) for c in range(num_classes)]
     present = [c for c in counts if c > 0]
     return 1.0 / (len(present) * min(present)) if present else None
+
+
+def upper_rate_bound(k: int, n: int, confidence: float = 0.9) -> float | None:
+    """One-sided exact (Clopper-Pearson) upper bound of a rate seen as k events in n trials: with
+    `confidence`, the true rate is at most this. None when n is 0."""
+    ci = clopper_pearson(k, n, level=2.0 * confidence - 1.0)
+    return None if ci is None else ci[1]
 
 
 def bootstrap_recall_ci(labels: np.ndarray, predictions: np.ndarray, task: str, num_classes: int = 2, *,

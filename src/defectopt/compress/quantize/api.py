@@ -25,6 +25,7 @@ from defectopt.compress.quantize.common import (
     resolve_keep_fp,
 )
 from defectopt.compress.quantize.options import (
+    AUTO_EVIDENCE,
     BACKEND_CHOICES,
     QATConfig,
     QuantizeOptions,
@@ -179,7 +180,7 @@ class Auto(QuantizeMethod):
     def run(self, job, out):
         res = auto.run(job.store, job.parent, calib=job.calib, max_recall_drop=job.opts.max_recall_drop,
                        backend=job.backend, qat_cfg=job.opts.qat, max_keep_fp=job.opts.max_keep_fp,
-                       device=job.opts.device, log=job.log, float_precision=job.float_precision)
+                       evidence=job.opts.auto_evidence, device=job.opts.device, log=job.log, float_precision=job.float_precision)
         out.results, out.chosen, out.sensitivity = res.attempts, res.chosen, res.sensitivity
 
 
@@ -236,6 +237,10 @@ def _validate(opts: QuantizeOptions, meth: QuantizeMethod, backend: str, parent:
         raise DefectoptError("--keep-fp applies to --method static, dynamic or qat")
     if opts.calib_images <= 0:
         raise DefectoptError("--calib-images must be a positive number")
+    if opts.auto_evidence not in AUTO_EVIDENCE:
+        raise DefectoptError(f"unknown --auto-evidence '{opts.auto_evidence}'; choose from {', '.join(AUTO_EVIDENCE)}")
+    if opts.auto_evidence != "point" and meth.name != Auto.name:
+        raise DefectoptError("--auto-evidence applies to --method auto")
     if not 0.0 <= opts.max_recall_drop < 1.0:
         raise DefectoptError(f"--max-recall-drop must be in [0, 1), got {opts.max_recall_drop:g}")
     if opts.max_keep_fp < 0:

@@ -179,25 +179,39 @@ def matched_recalls(parent: Parent, base: dict[str, Any], scored: dict[str, Any]
     threshold): measured on MVTec screw, a QAT child with val AUROC 0.90 read -20.8 pt at the
     parent's threshold while bench, at its own threshold, found the parent's test recall.
     Matching false alarms keeps the comparison about ranking, which is what INT8 can break.
+
+    `how` also holds the paired counts at that operating point: `val_new_misses` (images the
+    parent gets right and the child wrong: defects it no longer flags, binary) and
+    `val_regained` (the reverse); auto's `bound` evidence judges the first.
     """
+    labels = np.asarray(base["labels"]).astype(np.int64)
     if parent.dataset.task != "binary":
-        return base[N.recall], scored[N.recall], {}
-    from defectopt.metrics.task import recall_at_false_alarms
+        return base[N.recall], scored[N.recall], _paired(labels == np.argmax(base["logits"], axis=1),
+                                                         labels == np.argmax(scored["logits"], axis=1))
+    from defectopt.metrics.task import flags_at_false_alarms, recall_at_false_alarms
 
     false_alarms = int(base["metrics"]["fp"])
-    goods = int((np.asarray(base["labels"]) != 1).sum())
-    ref = recall_at_false_alarms(base["logits"], base["labels"], false_alarms)
+    goods = int((labels != 1).sum())
+    ref = recall_at_false_alarms(base["logits"], labels, false_alarms)
     got = recall_at_false_alarms(scored["logits"], scored["labels"], false_alarms)
     if ref is None or got is None:  # no val defect: nothing to compare
         return base[N.recall], scored[N.recall], {}
+    defects = labels == 1
     how = {"operating_point": f"at most {false_alarms} of {goods} val good images flagged "
                               "(the parent's false alarms at its threshold)",
-           "val_recall_at_parent_threshold": scored[N.recall]}
+           "val_recall_at_parent_threshold": scored[N.recall],
+           **_paired(flags_at_false_alarms(base["logits"], labels, false_alarms)[defects],
+                     flags_at_false_alarms(scored["logits"], labels, false_alarms)[defects])}
     if false_alarms >= goods:
         # Measured on MVTec screw: random-init ViT-B/16 / ConvNeXt-Base flag every val image at their
         # threshold; at "all good images flagged" every child has full recall, so no loss can show.
         how["operating_point_vacuous"] = True
     return ref, got, how
+
+
+def _paired(parent_right: np.ndarray, child_right: np.ndarray) -> dict[str, int]:
+    return {"val_new_misses": int((parent_right & ~child_right).sum()),
+            "val_regained": int((~parent_right & child_right).sum())}
 
 
 def fidelity(parent: Parent, scored: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
