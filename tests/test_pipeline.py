@@ -52,6 +52,22 @@ def test_step_key_depends_on_the_options_only():
     assert a != step_key(Step("prune", "prune", PruneOptions(model="3", ratios=(0.4,))))
 
 
+def test_an_option_added_later_keeps_older_study_dbs_resumable():
+    """`d34a8efb9b84:quantize model 2 auto` is the key that sessions 25-30 recorded for the NEU
+    study's `auto` step (benchmarks/results/study-neu-det-*/models.csv); `auto_evidence`, added
+    after them, must not change it at its default, and must change it otherwise."""
+    import dataclasses
+
+    from defectopt.compress.quantize.options import QuantizeOptions
+    from defectopt.options import build
+
+    opts = build(QuantizeOptions, {"model": "2", "method": "auto", "seed": 0, "qat": {"seed": 0, "quiet": True},
+                                   "max_recall_drop": 0.01})
+    assert step_key(Step("quantize model 2 auto", "quantize", opts)) == "d34a8efb9b84:quantize model 2 auto"
+    bound = dataclasses.replace(opts, auto_evidence="bound")
+    assert step_key(Step("quantize model 2 auto", "quantize", bound)) != "d34a8efb9b84:quantize model 2 auto"
+
+
 def test_options_are_built_from_toml_keys_without_re_spelling_flags():
     from defectopt.bench.options import BenchOptions
     from defectopt.compress.quantize.options import QuantizeOptions

@@ -184,6 +184,11 @@ def test_auto_bound_evidence_rejects_a_ptq_whose_losses_a_regained_image_hides(s
                            max_recall_drop=0.01, qat=QATConfig(epochs=1, batch_size=16, quiet=True))
     point = quantize_model(store, opts, log=lambda m: None)
     assert [r.method for r in point.results] == ["static"] and point.chosen is point.results[0]
+    # one new miss is 1/360 < 1 pt: new-misses keeps the PTQ too, and records what it counted
+    counted = quantize_model(store, replace(opts, auto_evidence="new-misses"), log=lambda m: None)
+    assert [r.method for r in counted.results] == ["static"] and counted.chosen is counted.results[0]
+    with store.session() as s:
+        assert s.get(Model, counted.chosen.model_id).config["auto"]["new_miss_loss"] == pytest.approx(1 / 360)
     logs = []
     bound = quantize_model(store, replace(opts, auto_evidence="bound"), log=logs.append)
     assert [r.method for r in bound.results] == ["static", "static", "qat"], logs
@@ -194,3 +199,30 @@ def test_auto_bound_evidence_rejects_a_ptq_whose_losses_a_regained_image_hides(s
     assert first["evidence"] == "bound" and first["within_budget"] is False and first["loss_bound_90"] > 0.01
     assert last["within_budget"] is True and last["loss_bound_90"] < 0.01 and last["chosen"] is True
     assert any("1 val image(s) newly missed -> loss <= 0.0108 at 90%" in line for line in logs), logs
+
+
+@pytest.mark.slow
+def test_auto_new_misses_evidence_goes_on_when_a_regained_image_hides_losses(store, synthetic, monkeypatch):
+    """The NEU keep-fp case: net drop 3/360 (within 1 pt) from 4 new misses and 1 regained image.
+    `point` keeps it; `new-misses` counts 4/360 > 1 pt and goes on to QAT (2 new misses: kept)."""
+    from defectopt.compress.quantize import auto, produce
+
+    real_evaluate = produce.evaluate_child
+
+    def hidden_loss(store_, parent, model_id, **kw):
+        with store_.session() as s:
+            method = s.get(Model, model_id).technique.params["method"]
+        new, drop = (2, 1 / 360) if method == "qat" else (4, 3 / 360)
+        return {**real_evaluate(store_, parent, model_id, **kw), "recall_drop": drop, "val_new_misses": new,
+                "val_regained": 1}
+
+    monkeypatch.setattr(produce, "evaluate_child", hidden_loss)
+    monkeypatch.setattr(auto, "recall_resolution", lambda *a: 1 / 360)
+    parent_id = make_ready_model(store, "test_resnet", synthetic)
+    opts = QuantizeOptions(model=str(parent_id), method="auto", backend="onnxruntime", calib_images=8,
+                           max_recall_drop=0.01, auto_evidence="new-misses",
+                           qat=QATConfig(epochs=1, batch_size=16, quiet=True))
+    logs = []
+    out = quantize_model(store, opts, log=logs.append)
+    assert [r.method for r in out.results] == ["static", "static", "qat"] and out.chosen is out.results[-1], logs
+    assert any("4 val image(s) newly missed -> loss 0.0111" in line and "over budget" in line for line in logs), logs

@@ -14,6 +14,22 @@ from typing import Any
 
 from defectopt.errors import DefectoptError
 
+# An option added after study DBs existed is declared `added_later(default, "when")`: at its default
+# it stays out of step keys (`steps.step_key`), so a DB made before it existed still resumes: its
+# steps computed exactly that default, and re-running every step of that kind would waste hours.
+KEY_SINCE = "key_since"
+
+
+def added_later(default: Any, since: str) -> Any:
+    """A dataclass field with this default that step keys omit while it holds the default."""
+    return dataclasses.field(default=default, metadata={KEY_SINCE: since})
+
+
+def later_defaults(options: Any) -> list[str]:
+    """Names of the fields of `options` declared with `added_later` that hold their default."""
+    return [f.name for f in dataclasses.fields(options)
+            if KEY_SINCE in f.metadata and getattr(options, f.name) == f.default]
+
 
 def _default(field: dataclasses.Field) -> Any:
     if field.default is not dataclasses.MISSING:

@@ -30,7 +30,7 @@ def quantize_cmd(
     keep_fp: Annotated[Optional[str], typer.Option("--keep-fp", help="Leave layers in float: N (the N most sensitive; needs --sensitivity) or NAME,... (e.g. blocks.0,head).")] = D.keep_fp,
     max_recall_drop: Annotated[float, typer.Option("--max-recall-drop", help="auto: the val defect-recall drop allowed versus the parent.")] = D.max_recall_drop,
     max_keep_fp: Annotated[int, typer.Option("--max-keep-fp", help="auto: at most this many layer groups kept in float.")] = D.max_keep_fp,
-    auto_evidence: Annotated[str, typer.Option("--auto-evidence", help="auto: point (the val drop is within --max-recall-drop) | bound (also its 90% upper bound from the val images newly missed: stricter, reaches QAT more often; needs a val split large enough).")] = D.auto_evidence,
+    auto_evidence: Annotated[str, typer.Option("--auto-evidence", help="auto: how an attempt must show it is within --max-recall-drop on val: point (its net drop) | new-misses (also the val images it newly misses, none offset by one it regains) | bound (also their 90% upper bound: strictest; needs a large val split).")] = D.auto_evidence,
     float_precision: Annotated[str, typer.Option("--float-precision", help="OpenVINO INT8: precision of the remaining float math: auto (bf16 on AVX512-BF16/AMX CPUs, else fp32) | fp32 | bf16; recorded.")] = D.float_precision,
     device: Annotated[str, typer.Option("--device", help="cpu | cuda (fp16 needs cuda).")] = D.device,
     epochs: Annotated[int, typer.Option("--epochs", help="qat/auto: fine-tuning epochs with fake quantization.")] = Q.epochs,
