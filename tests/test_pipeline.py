@@ -55,17 +55,20 @@ def test_step_key_depends_on_the_options_only():
 def test_an_option_added_later_keeps_older_study_dbs_resumable():
     """`d34a8efb9b84:quantize model 2 auto` is the key that sessions 25-30 recorded for the NEU
     study's `auto` step (benchmarks/results/study-neu-det-*/models.csv); `auto_evidence`, added
-    after them, must not change it at its default, and must change it otherwise."""
+    after them, must not change it at "point" (what those steps computed), and must change it at
+    any other value, the new default included (those steps chose by another rule)."""
     import dataclasses
 
     from defectopt.compress.quantize.options import QuantizeOptions
     from defectopt.options import build
 
     opts = build(QuantizeOptions, {"model": "2", "method": "auto", "seed": 0, "qat": {"seed": 0, "quiet": True},
-                                   "max_recall_drop": 0.01})
+                                   "max_recall_drop": 0.01, "auto-evidence": "point"})
     assert step_key(Step("quantize model 2 auto", "quantize", opts)) == "d34a8efb9b84:quantize model 2 auto"
-    bound = dataclasses.replace(opts, auto_evidence="bound")
-    assert step_key(Step("quantize model 2 auto", "quantize", bound)) != "d34a8efb9b84:quantize model 2 auto"
+    for other in ("new-misses", "bound"):
+        changed = dataclasses.replace(opts, auto_evidence=other)
+        assert step_key(Step("quantize model 2 auto", "quantize", changed)) != "d34a8efb9b84:quantize model 2 auto"
+    assert QuantizeOptions().auto_evidence == "new-misses"
 
 
 def test_options_are_built_from_toml_keys_without_re_spelling_flags():

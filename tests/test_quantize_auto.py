@@ -182,10 +182,10 @@ def test_auto_bound_evidence_rejects_a_ptq_whose_losses_a_regained_image_hides(s
     parent_id = make_ready_model(store, "test_resnet", synthetic)
     opts = QuantizeOptions(model=str(parent_id), method="auto", backend="onnxruntime", calib_images=8,
                            max_recall_drop=0.01, qat=QATConfig(epochs=1, batch_size=16, quiet=True))
-    point = quantize_model(store, opts, log=lambda m: None)
+    point = quantize_model(store, replace(opts, auto_evidence="point"), log=lambda m: None)
     assert [r.method for r in point.results] == ["static"] and point.chosen is point.results[0]
-    # one new miss is 1/360 < 1 pt: new-misses keeps the PTQ too, and records what it counted
-    counted = quantize_model(store, replace(opts, auto_evidence="new-misses"), log=lambda m: None)
+    # one new miss is 1/360 < 1 pt: new-misses (the default) keeps the PTQ too, and records what it counted
+    counted = quantize_model(store, opts, log=lambda m: None)
     assert [r.method for r in counted.results] == ["static"] and counted.chosen is counted.results[0]
     with store.session() as s:
         assert s.get(Model, counted.chosen.model_id).config["auto"]["new_miss_loss"] == pytest.approx(1 / 360)

@@ -14,21 +14,24 @@ from typing import Any
 
 from defectopt.errors import DefectoptError
 
-# An option added after study DBs existed is declared `added_later(default, "when")`: at its default
-# it stays out of step keys (`steps.step_key`), so a DB made before it existed still resumes: its
-# steps computed exactly that default, and re-running every step of that kind would waste hours.
+# An option added after study DBs existed is declared `added_later(default, "when", legacy)`: while
+# it holds `legacy` (the behaviour those DBs' steps computed; the default unless the default
+# changed with it) it stays out of step keys (`steps.step_key`), so those DBs still resume instead
+# of re-running every step of that kind, and a step with any other value gets a key of its own.
 KEY_SINCE = "key_since"
+KEY_LEGACY = "key_legacy"
 
 
-def added_later(default: Any, since: str) -> Any:
-    """A dataclass field with this default that step keys omit while it holds the default."""
-    return dataclasses.field(default=default, metadata={KEY_SINCE: since})
+def added_later(default: Any, since: str, legacy: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with this default that step keys omit while it holds `legacy` (default: the default)."""
+    return dataclasses.field(default=default, metadata={KEY_SINCE: since,
+                                                        KEY_LEGACY: default if legacy is dataclasses.MISSING else legacy})
 
 
 def later_defaults(options: Any) -> list[str]:
-    """Names of the fields of `options` declared with `added_later` that hold their default."""
+    """Names of the fields of `options` declared with `added_later` that hold their legacy value."""
     return [f.name for f in dataclasses.fields(options)
-            if KEY_SINCE in f.metadata and getattr(options, f.name) == f.default]
+            if KEY_SINCE in f.metadata and getattr(options, f.name) == f.metadata[KEY_LEGACY]]
 
 
 def _default(field: dataclasses.Field) -> Any:

@@ -239,7 +239,7 @@ def _validate(opts: QuantizeOptions, meth: QuantizeMethod, backend: str, parent:
         raise DefectoptError("--calib-images must be a positive number")
     if opts.auto_evidence not in AUTO_EVIDENCE:
         raise DefectoptError(f"unknown --auto-evidence '{opts.auto_evidence}'; choose from {', '.join(AUTO_EVIDENCE)}")
-    if opts.auto_evidence != "point" and meth.name != Auto.name:
+    if opts.auto_evidence != QuantizeOptions.auto_evidence and meth.name != Auto.name:
         raise DefectoptError("--auto-evidence applies to --method auto")
     if not 0.0 <= opts.max_recall_drop < 1.0:
         raise DefectoptError(f"--max-recall-drop must be in [0, 1), got {opts.max_recall_drop:g}")

@@ -11,8 +11,8 @@ so the parent's threshold would judge a rule nobody deploys; bench recalibrates 
 Every attempt is its own model row (technique params record `auto_step`), so the tradeoff
 table shows the path; the chosen row is marked in its config (`auto.chosen`).
 
-Evidence. "point" (default) keeps an attempt whose measured net val drop is within the budget.
-"new-misses" also counts the val images it newly misses (right for the parent, wrong for it; an
+Evidence. "point" keeps an attempt whose measured net val drop is within the budget.
+"new-misses" (default since session 31) also counts the val images it newly misses (right for the parent, wrong for it; an
 image it gets right elsewhere does not offset one), each as one image of the smallest class, and
 asks that this loss alone be within the budget. "bound" asks that loss to be within the budget
 at 90% confidence (one-sided exact binomial upper bound). Why: on NEU-DET (360 val images, 1-pt
@@ -59,7 +59,7 @@ def loss_bound(result: Result, resolution: float) -> float | None:
 
 
 def run(store: Store, parent: Parent, *, calib: list[np.ndarray], max_recall_drop: float, backend: str = "openvino",
-        qat_cfg: qat.QATConfig, max_keep_fp: int = 3, evidence: str = "point", device: str = "cpu", log=print,
+        qat_cfg: qat.QATConfig, max_keep_fp: int = 3, evidence: str, device: str = "cpu", log=print,
         float_precision: str = "fp32") -> AutoOutcome:
     out = AutoOutcome()
     backend = "openvino" if backend == "auto" else backend
