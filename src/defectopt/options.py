@@ -28,7 +28,7 @@ def added_later(default: Any, since: str, legacy: Any = dataclasses.MISSING) -> 
                                                         KEY_LEGACY: default if legacy is dataclasses.MISSING else legacy})
 
 
-def later_defaults(options: Any) -> list[str]:
+def at_legacy_values(options: Any) -> list[str]:
     """Names of the fields of `options` declared with `added_later` that hold their legacy value."""
     return [f.name for f in dataclasses.fields(options)
             if KEY_SINCE in f.metadata and getattr(options, f.name) == f.metadata[KEY_LEGACY]]

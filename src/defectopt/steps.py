@@ -35,15 +35,15 @@ def step_key(step: Step) -> str:
     not change the result (verbosity) are left out, so `--quiet` does not re-run a study."""
     data = dataclasses.asdict(step.options)
     _drop_quiet(data)
-    _drop_later_defaults(step.options, data)
+    _drop_legacy_values(step.options, data)
     digest = hashlib.sha256(json.dumps([step.name, step.kind, data], sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{digest}:{step.name}"
 
 
-def _drop_later_defaults(options: Any, data: dict[str, Any]) -> None:
-    from defectopt.options import later_defaults
+def _drop_legacy_values(options: Any, data: dict[str, Any]) -> None:
+    from defectopt.options import at_legacy_values
 
-    for name in later_defaults(options):
+    for name in at_legacy_values(options):
         data.pop(name, None)
 
 

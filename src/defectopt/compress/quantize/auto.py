@@ -52,10 +52,19 @@ def within_budget(result: Result, max_recall_drop: float) -> bool:
     return result.fidelity["recall_drop"] <= max_recall_drop + 1e-12
 
 
-def loss_bound(result: Result, resolution: float) -> float | None:
-    """The 90% upper bound of the recall lost through newly missed val images (None: not measured)."""
-    new = result.fidelity.get("val_new_misses")
-    return None if new is None else upper_rate_bound(int(new), round(1.0 / resolution), BOUND_CONFIDENCE)
+# evidence -> (the key its judged loss is recorded under, how the log line states it)
+_LOSS_KEY = {"new-misses": ("new_miss_loss", "loss {}"), "bound": ("loss_bound_90", "loss <= {} at 90%")}
+
+
+def new_miss_loss(new_misses: int | None, evidence: str, resolution: float | None) -> float | None:
+    """The recall loss `evidence` charges for `new_misses` newly missed val images, each one image of
+    the smallest class: their count x resolution ("new-misses"), or the 90% one-sided exact upper
+    bound of that rate ("bound"). None when either is unknown (no val defect)."""
+    if new_misses is None or resolution is None:
+        return None
+    if evidence == "bound":
+        return upper_rate_bound(int(new_misses), round(1.0 / resolution), BOUND_CONFIDENCE)
+    return int(new_misses) * resolution
 
 
 def run(store: Store, parent: Parent, *, calib: list[np.ndarray], max_recall_drop: float, backend: str = "openvino",
@@ -66,7 +75,7 @@ def run(store: Store, parent: Parent, *, calib: list[np.ndarray], max_recall_dro
     requested = max_recall_drop
     resolution = recall_resolution(parent.val(device)["labels"], parent.dataset.task, parent.dataset.num_classes)
     if evidence == "bound":
-        floor = None if resolution is None else upper_rate_bound(0, round(1.0 / resolution), BOUND_CONFIDENCE)
+        floor = new_miss_loss(0, evidence, resolution)
         if floor is None or floor > max_recall_drop + 1e-12:
             # refused before any row is written: no attempt could pass, so auto would only burn QAT time
             raise DefectoptError(
@@ -85,17 +94,13 @@ def run(store: Store, parent: Parent, *, calib: list[np.ndarray], max_recall_dro
         info: dict[str, Any] = {"step": step, "max_recall_drop": requested, "effective_recall_drop": max_recall_drop,
                                 "val_recall_resolution": resolution, "evidence": evidence}
         said = ""
-        new = result.fidelity.get("val_new_misses")
-        if evidence == "new-misses":
-            loss = None if new is None or resolution is None else new * resolution
+        if evidence in _LOSS_KEY:
+            new = result.fidelity.get("val_new_misses")
+            loss = new_miss_loss(new, evidence, resolution)
             ok = ok and loss is not None and loss <= max_recall_drop + 1e-12
-            info["new_miss_loss"] = loss
-            said = f"; {new} val image(s) newly missed -> loss {'n/a' if loss is None else f'{loss:.4f}'}"
-        elif evidence == "bound":
-            bound = loss_bound(result, resolution)
-            ok = ok and bound is not None and bound <= max_recall_drop + 1e-12
-            info["loss_bound_90"] = bound
-            said = f"; {new} val image(s) newly missed -> loss <= {'n/a' if bound is None else f'{bound:.4f}'} at 90%"
+            key, stated = _LOSS_KEY[evidence]
+            info[key] = loss
+            said = f"; {new} val image(s) newly missed -> " + stated.format("n/a" if loss is None else f"{loss:.4f}")
         info["within_budget"] = ok
         out.attempts.append(result)
         out.steps.append(step)

@@ -182,26 +182,26 @@ def matched_recalls(parent: Parent, base: dict[str, Any], scored: dict[str, Any]
 
     `how` also holds the paired counts at that operating point: `val_new_misses` (images the
     parent gets right and the child wrong: defects it no longer flags, binary) and
-    `val_regained` (the reverse); auto's `bound` evidence judges the first.
+    `val_regained` (the reverse); auto's `new-misses` and `bound` evidence judge the first.
     """
     labels = np.asarray(base["labels"]).astype(np.int64)
     if parent.dataset.task != "binary":
         return base[N.recall], scored[N.recall], _paired(labels == np.argmax(base["logits"], axis=1),
                                                          labels == np.argmax(scored["logits"], axis=1))
-    from defectopt.metrics.task import flags_at_false_alarms, recall_at_false_alarms
+    from defectopt.metrics.task import flags_at_false_alarms
 
-    false_alarms = int(base["metrics"]["fp"])
-    goods = int((labels != 1).sum())
-    ref = recall_at_false_alarms(base["logits"], labels, false_alarms)
-    got = recall_at_false_alarms(scored["logits"], scored["labels"], false_alarms)
-    if ref is None or got is None:  # no val defect: nothing to compare
-        return base[N.recall], scored[N.recall], {}
     defects = labels == 1
+    if not defects.any():  # no val defect: nothing to compare
+        return base[N.recall], scored[N.recall], {}
+    false_alarms = int(base["metrics"]["fp"])
+    goods = int((~defects).sum())
+    # one flag vector per model (the rule recall_at_false_alarms reads): recall and paired counts alike
+    ref_hits = flags_at_false_alarms(base["logits"], labels, false_alarms)[defects]
+    got_hits = flags_at_false_alarms(scored["logits"], labels, false_alarms)[defects]
+    ref, got = float(ref_hits.mean()), float(got_hits.mean())
     how = {"operating_point": f"at most {false_alarms} of {goods} val good images flagged "
                               "(the parent's false alarms at its threshold)",
-           "val_recall_at_parent_threshold": scored[N.recall],
-           **_paired(flags_at_false_alarms(base["logits"], labels, false_alarms)[defects],
-                     flags_at_false_alarms(scored["logits"], labels, false_alarms)[defects])}
+           "val_recall_at_parent_threshold": scored[N.recall], **_paired(ref_hits, got_hits)}
     if false_alarms >= goods:
         # Measured on MVTec screw: random-init ViT-B/16 / ConvNeXt-Base flag every val image at their
         # threshold; at "all good images flagged" every child has full recall, so no loss can show.
