@@ -104,3 +104,36 @@ def test_min_recall_none_qualifies_is_a_clear_error():
     empty = budget_rows().assign(recall_ci_low=NAN)
     with pytest.raises(DefectoptError, match="no row has a recall confidence interval"):
         select_min_recall(empty, 0.5)
+
+
+def crowded_study_rows(n_near: int = 40) -> pd.DataFrame:
+    """A study-like frame: many models near recall 1.0 at 1-3 ms, a few slow or weak ones."""
+    near = [(i, 0.985 + 0.0003 * (i % 30), 1.0 + 0.05 * i) for i in range(1, n_near + 1)]
+    far = [(100, 0.70, 200.0), (101, 0.79, 0.5), (102, 0.55, 8.0), (103, 0.999, 6.0)]
+    f = rows(*near, *far)
+    return f.assign(technique=["distill"] * n_near + ["finetune", "quantize-qat", "prune", "finetune"],
+                    backend="openvino", device="cpu", dtype="fp32",
+                    lineage=[f"efficientnet_lite2 → efficientnet_lite0[KD α0.5] → step{i}" for i in f["id"]])
+
+
+def test_plot_labels_every_frontier_point_and_drops_labels_that_would_overlap():
+    import matplotlib.pyplot as plt
+
+    from defectopt.report.plots import tradeoff_figure
+
+    frame = crowded_study_rows()
+    fig, labels = tradeoff_figure(frame, "latency", "recall")
+    try:
+        renderer = fig.canvas.get_renderer()
+        area = fig.axes[0].bbox
+        texts = [a.get_text() for a in labels]
+        front_ids = set(pareto_front(frame, "latency_ms", "recall")["id"])
+        assert {f"#{i} " for i in front_ids} <= {t.split(" ", 1)[0] + " " for t in texts}
+        assert len(labels) < len(frame), "a crowded plot must leave some points unlabelled"
+        others = [a.get_window_extent(renderer) for a in labels if int(a.get_text().split()[0][1:]) not in front_ids]
+        assert others, "room was left for labels beyond the frontier"
+        for i, box in enumerate(others):
+            assert area.x0 <= box.x0 and box.x1 <= area.x1 and area.y0 <= box.y0 and box.y1 <= area.y1
+            assert not any(box.overlaps(other) for other in others[i + 1:])
+    finally:
+        plt.close(fig)

@@ -38,6 +38,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "x"
 
 
+def plot_path(report: Path, dataset: str, device: str, y: str, x: str) -> Path:
+    """Where the report at `report` puts its y-vs-x plot of one dataset on one device."""
+    return report.with_name(f"{report.stem}-{_slug(dataset)}-{_slug(device)}-{y}-vs-{x}.png")
+
+
 def _host_section(hosts: list[dict]) -> list[str]:
     if not hosts:
         return ["_No host fingerprint recorded._", ""]
@@ -187,7 +192,7 @@ def build_report(store: Store, out: Path, *, device: str | None = None, dataset:
             except DefectoptError as exc:
                 lines += [f"**Recall budget {min_recall:g}:** {exc}", ""]
         for x, y in (("latency", N.recall), ("size", N.recall)):
-            png = out.with_name(f"{out.stem}-{_slug(ds_name)}-{_slug(dev)}-{y}-vs-{x}.png")
+            png = plot_path(out, ds_name, dev, y, x)
             try:
                 plots.write_tradeoff_plot(part, x, y, png, title=f"{ds_name} on {dev}: {y} vs {x}")
             except DefectoptError as exc:

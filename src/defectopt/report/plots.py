@@ -1,7 +1,12 @@
-"""Tradeoff scatter plots (matplotlib, Agg): every row a labelled point, the Pareto frontier a line.
+"""Tradeoff scatter plots (matplotlib, Agg): every row a point, the Pareto frontier a line.
 
 x uses a log scale when its range spans more than 10x (latencies of a ViT-B teacher and an INT8
 student differ by 20-50x; on a linear axis the small models collapse into one corner).
+
+Frontier points are always labelled; any other point is labelled only where its label fits
+without covering one already placed. A study DB holds ~100 rows, most of them near recall 1.0,
+and labelling every one printed an unreadable block of overlapping text exactly where the reader
+looks (the NEU-DET study plot of sessions 24-31); an unlabelled point's id is in the table.
 """
 
 from __future__ import annotations
@@ -34,6 +39,17 @@ def point_label(row: pd.Series) -> str:
 
 def tradeoff_plot_png(frame: pd.DataFrame, x: str, y: str, *, pareto: bool = True, title: str | None = None) -> bytes:
     """PNG bytes of the y-vs-x scatter of `frame` with its frontier."""
+    import matplotlib.pyplot as plt
+
+    fig, _ = tradeoff_figure(frame, x, y, pareto=pareto, title=title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def tradeoff_figure(frame: pd.DataFrame, x: str, y: str, *, pareto: bool = True, title: str | None = None):
+    """The matplotlib figure of the plot and the point labels it kept (frontier first)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -48,7 +64,7 @@ def tradeoff_plot_png(frame: pd.DataFrame, x: str, y: str, *, pareto: bool = Tru
     if data.empty:
         raise DefectoptError(f"no benchmarked row has both {col_x} and {col_y}; run 'defectopt bench' first")
 
-    fig, ax = plt.subplots(figsize=(10, 6.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(11.5, 6.5), dpi=110)
     techniques = sorted(data["technique"].fillna("?").unique())
     cmap = plt.get_cmap("tab10")
     markers = {"torch": "o", "onnxruntime": "s", "openvino": "D", "tensorrt": "^"}
@@ -72,47 +88,71 @@ def tradeoff_plot_png(frame: pd.DataFrame, x: str, y: str, *, pareto: bool = Tru
         ax.xaxis.set_major_formatter(plain)
         ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
             lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
-    labels = []
-    for _, row in data.iterrows():
-        on_front = (row["id"], row["device"], row["backend"], row["dtype"] if pd.notna(row["dtype"]) else "") in front_ids
-        labels.append(ax.annotate(point_label(row), (row[col_x], row[col_y]), textcoords="offset points", xytext=(6, 5),
-                                  fontsize=7.5, fontweight="bold" if on_front else "normal",
-                                  color="black" if on_front else "dimgray"))
-    _spread_labels(fig, labels)
     ax.set_xlabel(axis_label(col_x))
     ax.set_ylabel(axis_label(col_y))
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(title or f"{col_y} vs {col_x}")
-    ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    # Outside the axes: inside, "best" is recomputed at every draw and covered data points once
+    # the labels' leader lines were added.
+    legend = ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, framealpha=0.85)
+    # Lay out the axes first and keep the labels out of it, so a label is placed (and kept or
+    # dropped) where it will be drawn.
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    frontier_labels, other_labels = [], []
+    for _, row in data.sort_values(col_y, ascending=False, kind="stable").iterrows():
+        on_front = (row["id"], row["device"], row["backend"], row["dtype"] if pd.notna(row["dtype"]) else "") in front_ids
+        ann = ax.annotate(point_label(row), (row[col_x], row[col_y]), textcoords="offset points", xytext=(6, 5),
+                          fontsize=7.5, fontweight="bold" if on_front else "normal",
+                          color="black" if on_front else "dimgray",
+                          # a leader line, shown only for a label moved away from its point
+                          arrowprops=dict(arrowstyle="-", color="0.6", linewidth=0.5, shrinkA=0, shrinkB=3))
+        ann.set_in_layout(False)
+        (frontier_labels if on_front else other_labels).append(ann)
+    kept = _spread_labels(fig, frontier_labels, other_labels, obstacles=[legend, ax.title])
+    return fig, kept
 
 
-# Offsets (points) tried in turn for a label that would overlap one already placed.
-_OFFSETS = [(6, 5, "left"), (6, -12, "left"), (-6, 5, "right"), (-6, -12, "right"),
-            (6, 16, "left"), (6, -23, "left"), (-6, 16, "right"), (-6, -23, "right"), (6, 27, "left"), (6, -34, "left")]
+# Offsets (points) tried in turn for a label that would overlap one already placed: beside the
+# point first, then stepping away above and below it, on the right and then on the left.
+_OFFSETS = [(dx, dy, "left" if dx > 0 else "right")
+            for dy in (5, -12, 16, -23, 27, -34, 38, -45, 49, -56)
+            for dx in (6, -6)]
+_NEAR_DY = 12  # a label this close (points) beside its point needs no leader line
 
 
-def _spread_labels(fig, labels) -> None:
-    """Move each label to the first candidate offset where it overlaps no earlier label."""
+def _spread_labels(fig, must_show, optional, obstacles=()) -> list:
+    """Place each label at the first candidate offset where it overlaps no placed label.
+
+    `must_show` (the frontier) are placed first and kept even where every offset overlaps;
+    an `optional` label that fits nowhere inside the axes clear of `obstacles` (legend, title)
+    and of the labels before it is removed. Returns the kept labels.
+    """
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    placed = []
-    for ann in labels:
-        for dx, dy, ha in _OFFSETS:
-            ann.set_position((dx, dy))
-            ann.set_horizontalalignment(ha)
-            box = ann.get_window_extent(renderer).expanded(1.02, 1.1)
-            if not any(box.overlaps(other) for other in placed):
-                break
-        else:
-            ann.set_position((6, 5))
-            ann.set_horizontalalignment("left")
-            box = ann.get_window_extent(renderer)
-        placed.append(box)
+    area = fig.axes[0].bbox  # inside the plotting area: not over tick labels or the title
+    placed = [artist.get_window_extent(renderer) for artist in obstacles]
+    kept = []
+    for required, labels in ((True, must_show), (False, optional)):
+        for ann in labels:
+            for dx, dy, ha in _OFFSETS:
+                ann.set_position((dx, dy))
+                ann.set_horizontalalignment(ha)
+                box = ann.get_window_extent(renderer).expanded(1.02, 1.1)
+                inside = area.x0 <= box.x0 and box.x1 <= area.x1 and area.y0 <= box.y0 and box.y1 <= area.y1
+                if inside and not any(box.overlaps(other) for other in placed):
+                    break
+            else:
+                if not required:
+                    ann.remove()
+                    continue
+                ann.set_position((6, 5))
+                ann.set_horizontalalignment("left")
+                box = ann.get_window_extent(renderer)
+            dx, dy = ann.get_position()
+            ann.arrow_patch.set_visible(abs(dy) > _NEAR_DY)
+            placed.append(box)
+            kept.append(ann)
+    return kept
 
 
 def write_tradeoff_plot(frame: pd.DataFrame, x: str, y: str, out: Path, *, pareto: bool = True, title: str | None = None) -> Path:
