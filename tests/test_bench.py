@@ -50,6 +50,13 @@ def test_bench_writes_one_row_set_per_run_with_host_fingerprint(store, synthetic
             assert (m, b) in by, (m, b)
         assert "p10_ms" in by[("latency_ms", b)].extra and "block_medians_ms" in by[("latency_ms", b)].extra
     assert by[("peak_rss_mb", 1)].value > 0
+    # the view carries each row's batch-1 spread beside its latency
+    from defectopt.store.queries import tradeoff_frame
+
+    view = tradeoff_frame(store, ids=[ready_model]).iloc[0]
+    assert view["latency_ms_p10"] == pytest.approx(by[("latency_ms", 1)].extra["p10_ms"])
+    assert view["latency_ms_p90"] == pytest.approx(by[("latency_ms", 1)].extra["p90_ms"])
+    assert view["latency_ms_p10"] <= view["latency_ms"] <= view["latency_ms_p90"]
     assert any(m.startswith("recall_type:") for m, _ in by)
     for r in rows:
         resolve(r.metric)

@@ -27,7 +27,7 @@ def add_model(s, alias, technique, params, parent_id=None, dataset_id=None, fmt=
 
 
 def measure(s, model_id, values, *, device="cpu", backend="torch", precision="fp32", threads=2, run="r1",
-            decisions=None, throughput=None):
+            decisions=None, throughput=None, latency_spread=None):
     """One bench run's rows with the documented conventions (task + static at batch 0, latency at 1)."""
     static = {"recall", "recall_ci_low", "recall_ci_high", "precision", "f1", "fnr", "size_mb", "param_count"}
     for metric, value in values.items():
@@ -35,6 +35,8 @@ def measure(s, model_id, values, *, device="cpu", backend="torch", precision="fp
         extra = {}
         if metric == "recall" and decisions is not None:
             extra = {"decisions": decisions, "labels": LABELS}
+        if metric == "latency_ms" and latency_spread is not None:
+            extra = {"p10_ms": latency_spread[0], "p90_ms": latency_spread[1]}
         s.add(Measurement(model_id=model_id, run_id=run, device=device, backend=backend, precision=precision,
                           batch_size=batch, threads=threads, metric=metric, value=value, extra=extra, host=HOST))
     for batch, ips in (throughput or {}).items():
@@ -63,7 +65,7 @@ def build_study(store) -> dict[str, int]:
         # teacher catches all 10 defects; kd 9 (misses #3); pruned 9 (misses #3); int8 8
         measure(s, teacher, {"recall": 1.0, "recall_ci_low": 0.72, "recall_ci_high": 1.0, "precision": 1.0, "f1": 1.0,
                              "fnr": 0.0, "latency_ms": 40.0, "size_mb": 45.0, "peak_rss_mb": 300.0, "cost_per_1m": 2.0},
-                decisions=decisions_catching(10), throughput={1: 25.0, 16: 60.0})
+                decisions=decisions_catching(10), throughput={1: 25.0, 16: 60.0}, latency_spread=(38.5, 45.25))
         measure(s, kd, {"recall": 0.9, "recall_ci_low": 0.6, "recall_ci_high": 1.0, "precision": 1.0, "f1": 0.947,
                         "fnr": 0.1, "latency_ms": 5.0, "size_mb": 2.0, "peak_rss_mb": 50.0, "cost_per_1m": 0.25},
                 decisions=decisions_catching(10, skip=(3,)), throughput={1: 200.0, 16: 500.0})
@@ -112,6 +114,8 @@ def test_view_columns_lineage_and_deltas(store, study, db_path):
     assert teacher["speedup_vs_teacher"] == pytest.approx(1.0)
     assert teacher["drecall_vs_parent"] is None
     assert teacher["peak_mb"] == 300.0
+    assert (teacher["latency_ms_p10"], teacher["latency_ms_p90"]) == (38.5, 45.25)
+    assert rows[study["kd"]]["latency_ms_p10"] is None  # no spread stored: NULL, not a guess
 
 
 def test_migration_has_frozen_copy_of_current_view():
@@ -176,8 +180,10 @@ def test_table_every_format_to_file(study, tmp_path, fmt):
         lines = text.strip().splitlines()
         assert lines[0].startswith("| id | lineage |") and len(lines) == 2 + 5
         # latency and throughput come from different batch sizes; the headers say which
-        assert "| best batch |" in lines[0] and "| latency ms (batch 1) |" in lines[0]
+        assert "| best batch |" in lines[0] and "| latency ms (batch 1) [p10, p90] |" in lines[0]
         assert "0.800 [0.500, 1.000]" in text and "32.00×" in text and "-0.300 (p=0.250)" in text
+        assert "| 40 [38.5, 45.2] |" in text  # the teacher's latency with its spread
+        assert "| 5 |" in text  # a row without a stored spread shows the median alone
     else:
         assert "tradeoff" in text and "int8-static" in text
     assert not list(tmp_path.glob(".*tmp"))  # atomic write leaves no temporary behind
@@ -322,3 +328,14 @@ def test_dumped_decisions_keep_the_paired_test_after_the_db_is_gone(store, study
     assert "b=0 c=1" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no recall row"):
         pair.main([f"{db_path}:{study['teacher']}:openvino", f"{db_path}:{study['kd']}"])
+
+
+def test_readme_lists_every_view_column_as_documented():
+    """README's column table is a copy of TRADEOFF_COLUMNS (the one place the meanings live)."""
+    from pathlib import Path
+
+    from defectopt.store.queries import TRADEOFF_COLUMNS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [k for k, v in TRADEOFF_COLUMNS.items() if f"| `{k}` | {v} |" not in readme]
+    assert not missing, f"README's tradeoff column table lacks or misstates: {missing}"

@@ -69,6 +69,8 @@ _METRICS = [
     Metric("energy_est_mj_per_image", MINIMIZE, "mJ", "ESTIMATE, not a measurement: --watts W x wall ms per image (only with --watts)"),
     # derived by the `tradeoff` view (never written by bench)
     Metric("peak_mb", MINIMIZE, "MB", "peak memory on the row's device: CUDA max allocated on cuda, RSS high-water mark on cpu"),
+    Metric("latency_ms_p10", MINIMIZE, "ms", "p10 of the timed ms per image at batch 1: the low end of latency_ms's spread"),
+    Metric("latency_ms_p90", MINIMIZE, "ms", "p90 of the timed ms per image at batch 1: the high end of latency_ms's spread"),
     Metric("speedup_vs_teacher", MAXIMIZE, "x", "latency of the root teacher in torch eager (same device and threads) / this latency"),
 ]
 

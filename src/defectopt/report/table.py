@@ -37,7 +37,7 @@ DISPLAY_COLUMNS: list[tuple[str, str, str]] = [
     ("precision", "precision", "frac"),
     (N.f1, "F1", "frac"),
     (N.fnr, "FNR", "frac"),
-    (N.latency_ms, "latency ms (batch 1)", "num"),
+    (N.latency_ms, "latency ms (batch 1) [p10, p90]", "latency"),
     (N.throughput_ips, "img/s", "num"),
     (N.size_mb, "size MB", "num"),
     (N.peak_mb, "peak MB", "num"),
@@ -112,6 +112,10 @@ def format_p(p) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
+def _number(v: float) -> str:
+    return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
+
+
 def format_cell(row: pd.Series, col: str, kind: str) -> str:
     v = row.get(col)
     if kind == "recall":  # the cell format "value [low, high]", not the metric
@@ -119,6 +123,11 @@ def format_cell(row: pd.Series, col: str, kind: str) -> str:
             return ""
         lo, hi = row.get(N.recall_ci_low), row.get(N.recall_ci_high)
         return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if not (_missing(lo) or _missing(hi)) else f"{v:.3f}"
+    if kind == "latency":  # median with the spread of the timed samples, "value [p10, p90]"
+        if _missing(v):
+            return ""
+        lo, hi = row.get(N.latency_ms_p10), row.get(N.latency_ms_p90)
+        return f"{_number(v)} [{_number(lo)}, {_number(hi)}]" if not (_missing(lo) or _missing(hi)) else _number(v)
     if _missing(v):
         return ""
     if kind == "int":
@@ -128,7 +137,7 @@ def format_cell(row: pd.Series, col: str, kind: str) -> str:
     if kind == "frac":
         return f"{v:.3f}"
     if kind == "num":
-        return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
+        return _number(v)
     if kind == "money":
         return f"{v:.3g}"
     if kind == "speedup":
@@ -166,7 +175,7 @@ def _formatter(col: str, kind: str):
 TERMINAL_COLUMNS: list[tuple[str, str, bool]] = [
     ("id", "id", False), ("lineage", "lineage", False), ("runtime", "device\nbackend dtype", False),
     ("batch", "best\nbatch", True), (N.recall, "recall\n[95% CI]", False), ("precision", "prec.", True), (N.f1, "F1", True),
-    (N.fnr, "FNR", True), (N.latency_ms, "latency\nms b1", False), (N.throughput_ips, "img/s", True),
+    (N.fnr, "FNR", True), (N.latency_ms, "latency ms b1\n[p10, p90]", False), (N.throughput_ips, "img/s", True),
     (N.size_mb, "size\nMB", False), (N.peak_mb, "peak\nMB", True), (N.cost_per_1m, "$ per\n1M img", True),
     (N.speedup_vs_teacher, "speedup\nvs teacher", True), ("drecall_vs_teacher", "Δrecall\nvs teacher", True),
     ("drecall_vs_parent", "Δrecall vs\nparent (p)", False),
@@ -177,8 +186,8 @@ def _terminal_cell(row, col: str) -> str:
     kinds = {c: k for c, _, k in DISPLAY_COLUMNS}
     if col == "runtime":
         return f"{row['device']}\n{row['backend']} {row['dtype'] if not _missing(row['dtype']) else ''}".rstrip()
-    if col == N.recall:
-        return format_cell(row, col, "recall").replace(" [", "\n[")
+    if col in (N.recall, N.latency_ms):
+        return format_cell(row, col, kinds[col]).replace(" [", "\n[")
     if col == "drecall_vs_parent":
         return format_cell(row, col, "delta_p").replace(" (", "\n(")
     return format_cell(row, col, kinds[col])

@@ -1,7 +1,7 @@
 """The `tradeoff` view (its SQL and column meanings, defined once) and the queries over it.
 
 The view turns the long `measurements` table (one row per metric) into one row per
-(model, device, backend, precision, threads): the answer table of the study. Migration 0004
+(model, device, backend, precision, threads): the answer table of the study. Migration 0005
 creates it from a frozen copy of `TRADEOFF_VIEW_SQL` (a test keeps the newest migration's copy
 equal to it); the README's column list is `TRADEOFF_COLUMNS`.
 
@@ -71,6 +71,9 @@ timed AS (
   SELECT model_id, device, backend, precision AS dtype, threads,
     COALESCE(MAX(CASE WHEN metric = 'latency_ms' AND batch_size = 1 THEN value END),
              MAX(CASE WHEN metric = 'latency_p50_ms' AND batch_size = 1 THEN value END)) AS latency_ms,
+    -- the spread of that figure: p10 / p90 of the timed samples, from the latency row's extra
+    MAX(CASE WHEN metric = 'latency_ms' AND batch_size = 1 THEN json_extract(extra, '$.p10_ms') END) AS latency_ms_p10,
+    MAX(CASE WHEN metric = 'latency_ms' AND batch_size = 1 THEN json_extract(extra, '$.p90_ms') END) AS latency_ms_p90,
     MAX(CASE WHEN metric = 'throughput_ips' THEN value END) AS throughput_ips,
     MAX(CASE WHEN metric = 'peak_rss_mb' THEN value END) AS peak_rss_mb,
     MAX(CASE WHEN metric = 'cuda_peak_mb' THEN value END) AS cuda_peak_mb,
@@ -112,7 +115,7 @@ untimed AS (
 grouped AS (
   SELECT tm.model_id, tm.device, tm.backend, tm.dtype, tm.threads,
     u.recall, u.recall_row_id, u.recall_ci_low, u.recall_ci_high, u.precision, u.f1, u.fnr, u.accuracy, u.auroc,
-    tm.latency_ms, tm.throughput_ips, u.size_mb, u.param_count, u.gmacs, tm.peak_rss_mb, tm.cuda_peak_mb,
+    tm.latency_ms, tm.latency_ms_p10, tm.latency_ms_p90, tm.throughput_ips, u.size_mb, u.param_count, u.gmacs, tm.peak_rss_mb, tm.cuda_peak_mb,
     tm.cost_per_1m, tm.roofline_fraction, tm.speedup_vs_parent, tm.contention_cores,
     MAX(tm.measured_at, COALESCE(u.measured_at, tm.measured_at)) AS measured_at
   FROM timed tm LEFT JOIN untimed u ON u.model_id = tm.model_id AND u.device = tm.device
@@ -120,7 +123,7 @@ grouped AS (
   UNION ALL
   SELECT u.model_id, u.device, u.backend, u.dtype, u.threads,
     u.recall, u.recall_row_id, u.recall_ci_low, u.recall_ci_high, u.precision, u.f1, u.fnr, u.accuracy, u.auroc,
-    NULL, NULL, u.size_mb, u.param_count, u.gmacs, NULL, NULL, NULL, NULL, NULL, NULL, u.measured_at
+    NULL, NULL, NULL, NULL, u.size_mb, u.param_count, u.gmacs, NULL, NULL, NULL, NULL, NULL, NULL, u.measured_at
   FROM untimed u
   WHERE NOT EXISTS (SELECT 1 FROM timed tm WHERE tm.model_id = u.model_id AND tm.device = u.device
     AND tm.backend = u.backend AND COALESCE(tm.dtype, '') = COALESCE(u.dtype, ''))
@@ -160,7 +163,7 @@ SELECT
   m.parent_id, lin.root_id AS teacher_id, m.artifact_format AS format, m.img_size,
   g.device, g.backend, g.dtype, g.threads, bb.batch_size AS batch,
   g.recall, g.recall_ci_low, g.recall_ci_high, g.precision, g.f1, g.fnr, g.accuracy, g.auroc,
-  g.latency_ms, g.throughput_ips, g.size_mb, g.param_count, g.gmacs,
+  g.latency_ms, g.latency_ms_p10, g.latency_ms_p90, g.throughput_ips, g.size_mb, g.param_count, g.gmacs,
   CASE WHEN g.device LIKE 'cuda%' THEN COALESCE(g.cuda_peak_mb, g.peak_rss_mb) ELSE g.peak_rss_mb END AS peak_mb,
   g.peak_rss_mb, g.cuda_peak_mb, g.cost_per_1m, g.roofline_fraction,
   tl.latency_ms / g.latency_ms AS speedup_vs_teacher, g.speedup_vs_parent,
@@ -208,6 +211,8 @@ TRADEOFF_COLUMNS: dict[str, str] = {
     "accuracy": "test accuracy",
     "auroc": "AUROC of the defect score (binary tasks)",
     "latency_ms": "median ms per image at batch 1",
+    "latency_ms_p10": "p10 of the timed ms per image at batch 1 (the low end of latency_ms's spread)",
+    "latency_ms_p90": "p90 of the timed ms per image at batch 1 (the high end)",
     "throughput_ips": "best images/s over the measured batch sizes",
     "size_mb": "deployable artifact size on disk, MB",
     "param_count": "parameters",
