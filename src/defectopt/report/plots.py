@@ -94,7 +94,7 @@ def tradeoff_figure(frame: pd.DataFrame, x: str, y: str, *, pareto: bool = True,
     ax.set_title(title or f"{col_y} vs {col_x}")
     # Outside the axes: inside, "best" is recomputed at every draw and covered data points once
     # the labels' leader lines were added.
-    legend = ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, framealpha=0.85)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, framealpha=0.85)
     # Lay out the axes first and keep the labels out of it, so a label is placed (and kept or
     # dropped) where it will be drawn.
     fig.tight_layout()
@@ -108,7 +108,7 @@ def tradeoff_figure(frame: pd.DataFrame, x: str, y: str, *, pareto: bool = True,
                           arrowprops=dict(arrowstyle="-", color="0.6", linewidth=0.5, shrinkA=0, shrinkB=3))
         ann.set_in_layout(False)
         (frontier_labels if on_front else other_labels).append(ann)
-    kept = _spread_labels(fig, frontier_labels, other_labels, obstacles=[legend, ax.title])
+    kept = _spread_labels(ax, frontier_labels, other_labels)
     return fig, kept
 
 
@@ -120,18 +120,16 @@ _OFFSETS = [(dx, dy, "left" if dx > 0 else "right")
 _NEAR_DY = 12  # a label this close (points) beside its point needs no leader line
 
 
-def _spread_labels(fig, must_show, optional, obstacles=()) -> list:
-    """Place each label at the first candidate offset where it overlaps no placed label.
+def _spread_labels(ax, must_show, optional) -> list:
+    """Place each label at the first candidate offset inside the axes where it overlaps no placed label.
 
     `must_show` (the frontier) are placed first and kept even where every offset overlaps;
-    an `optional` label that fits nowhere inside the axes clear of `obstacles` (legend, title)
-    and of the labels before it is removed. Returns the kept labels.
+    an `optional` label that fits nowhere is removed. Returns the kept labels.
     """
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    area = fig.axes[0].bbox  # inside the plotting area: not over tick labels or the title
-    placed = [artist.get_window_extent(renderer) for artist in obstacles]
-    kept = []
+    ax.figure.canvas.draw()
+    renderer = ax.figure.canvas.get_renderer()
+    area = ax.bbox  # the plotting area: not over tick labels, title or legend (outside it)
+    placed, kept = [], []
     for required, labels in ((True, must_show), (False, optional)):
         for ann in labels:
             for dx, dy, ha in _OFFSETS:
