@@ -19,8 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from defectopt.errors import DefectoptError
-from defectopt.metrics import N
-from defectopt.report.markdown import plot_path
+from defectopt.report.markdown import REPORT_PLOTS, plot_path, plot_title
 from defectopt.report.plots import write_tradeoff_plot
 
 
@@ -34,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     frame = pd.read_csv(csv_path)
     for (dataset, device), part in frame.groupby([frame["dataset"].fillna("?"), "device"], sort=True):
-        for x in ("latency", "size"):
-            out = plot_path(args.folder / "report.md", dataset, device, N.recall, x)
+        for x, y in REPORT_PLOTS:
+            out = plot_path(args.folder / "report.md", dataset, device, y, x)
             try:
-                write_tradeoff_plot(part, x, N.recall, out, title=f"{dataset} on {device}: {N.recall} vs {x}")
+                write_tradeoff_plot(part, x, y, out, title=plot_title(dataset, device, y, x))
             except DefectoptError as exc:
                 print(f"{out.name}: {exc}", file=sys.stderr)
                 continue

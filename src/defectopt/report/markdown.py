@@ -38,9 +38,17 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "x"
 
 
+# The plots a report draws per dataset and device: (x, y).
+REPORT_PLOTS = (("latency", N.recall), ("size", N.recall))
+
+
 def plot_path(report: Path, dataset: str, device: str, y: str, x: str) -> Path:
     """Where the report at `report` puts its y-vs-x plot of one dataset on one device."""
     return report.with_name(f"{report.stem}-{_slug(dataset)}-{_slug(device)}-{y}-vs-{x}.png")
+
+
+def plot_title(dataset: str, device: str, y: str, x: str) -> str:
+    return f"{dataset} on {device}: {y} vs {x}"
 
 
 def _host_section(hosts: list[dict]) -> list[str]:
@@ -191,10 +199,10 @@ def build_report(store: Store, out: Path, *, device: str | None = None, dataset:
                           f"{r[N.latency_ms]:.3g} ms, {r[N.size_mb]:.3g} MB.", ""]
             except DefectoptError as exc:
                 lines += [f"**Recall budget {min_recall:g}:** {exc}", ""]
-        for x, y in (("latency", N.recall), ("size", N.recall)):
+        for x, y in REPORT_PLOTS:
             png = plot_path(out, ds_name, dev, y, x)
             try:
-                plots.write_tradeoff_plot(part, x, y, png, title=f"{ds_name} on {dev}: {y} vs {x}")
+                plots.write_tradeoff_plot(part, x, y, png, title=plot_title(ds_name, dev, y, x))
             except DefectoptError as exc:
                 lines += [f"_Plot {y} vs {x}: {exc}_", ""]
                 continue
