@@ -87,7 +87,7 @@ def tradeoff_figure(frame: pd.DataFrame, x: str, y: str, *, pareto: bool = True,
         plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
         ax.xaxis.set_major_formatter(plain)
         ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
-            lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
+            lambda v, _: f"{v:g}" if f"{v:g}".lstrip("0.")[:1] in ("2", "5") else ""))  # 0.2, 0.5, 2, 5, 20, ...
     ax.set_xlabel(axis_label(col_x))
     ax.set_ylabel(axis_label(col_y))
     ax.grid(True, which="both", alpha=0.3)
@@ -117,7 +117,6 @@ def tradeoff_figure(frame: pd.DataFrame, x: str, y: str, *, pareto: bool = True,
 _OFFSETS = [(dx, dy, "left" if dx > 0 else "right")
             for dy in (5, -12, 16, -23, 27, -34, 38, -45, 49, -56)
             for dx in (6, -6)]
-_NEAR_DY = 12  # a label this close (points) beside its point needs no leader line
 
 
 def _spread_labels(ax, must_show, optional) -> list:
@@ -147,7 +146,9 @@ def _spread_labels(ax, must_show, optional) -> list:
                 ann.set_horizontalalignment("left")
                 box = ann.get_window_extent(renderer)
             dx, dy = ann.get_position()
-            ann.arrow_patch.set_visible(abs(dy) > _NEAR_DY)
+            # only a label at the first offset (just right of and above its point) needs no leader
+            # line: one to the left of its point reads as the label of whatever lies there
+            ann.arrow_patch.set_visible((dx, dy) != _OFFSETS[0][:2])
             placed.append(box)
             kept.append(ann)
     return kept
