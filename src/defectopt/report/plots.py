@@ -104,7 +104,7 @@ def tradeoff_figure(frame: pd.DataFrame, x: str, y: str, *, pareto: bool = True,
         ann = ax.annotate(point_label(row), (row[col_x], row[col_y]), textcoords="offset points", xytext=(6, 5),
                           fontsize=7.5, fontweight="bold" if on_front else "normal",
                           color="black" if on_front else "dimgray",
-                          # a leader line, shown only for a label moved away from its point
+                          # a leader line, hidden by _spread_labels for a label right beside its point
                           arrowprops=dict(arrowstyle="-", color="0.6", linewidth=0.5, shrinkA=0, shrinkB=3))
         ann.set_in_layout(False)
         (frontier_labels if on_front else other_labels).append(ann)

@@ -116,26 +116,29 @@ def _number(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
 
 
+def _fraction(v: float) -> str:
+    return f"{v:.3f}"
+
+
+# Cell kinds printed as "value [low, high]": the columns holding the range and the number format.
+_RANGED = {"recall": (N.recall_ci_low, N.recall_ci_high, _fraction),  # recall with its 95% CI
+           "latency": (N.latency_ms_p10, N.latency_ms_p90, _number)}       # latency with its p10 / p90
+
+
 def format_cell(row: pd.Series, col: str, kind: str) -> str:
     v = row.get(col)
-    if kind == "recall":  # the cell format "value [low, high]", not the metric
-        if _missing(v):
-            return ""
-        lo, hi = row.get(N.recall_ci_low), row.get(N.recall_ci_high)
-        return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if not (_missing(lo) or _missing(hi)) else f"{v:.3f}"
-    if kind == "latency":  # median with the spread of the timed samples, "value [p10, p90]"
-        if _missing(v):
-            return ""
-        lo, hi = row.get(N.latency_ms_p10), row.get(N.latency_ms_p90)
-        return f"{_number(v)} [{_number(lo)}, {_number(hi)}]" if not (_missing(lo) or _missing(hi)) else _number(v)
     if _missing(v):
         return ""
+    if kind in _RANGED:
+        low, high, fmt = _RANGED[kind]
+        lo, hi = row.get(low), row.get(high)
+        return fmt(v) if _missing(lo) or _missing(hi) else f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]"
     if kind == "int":
         return str(int(v))
     if kind == "text":
         return str(v)
     if kind == "frac":
-        return f"{v:.3f}"
+        return _fraction(v)
     if kind == "num":
         return _number(v)
     if kind == "money":
