@@ -283,3 +283,46 @@ def test_real_minimal_pipeline_reruns_without_redoing_steps(db_path, tmp_path):
     assert len(re.findall(r"skipped, already done", second.stdout)) == 5
     assert table_counts(store)["models"] == counts["models"]
     assert table_counts(store)["measurements"] == counts["measurements"]
+
+
+def test_stages_run_in_parts_and_plan_lists_what_is_left(store, tmp_path):
+    from defectopt.pipeline import STAGES, select_stages
+
+    raw = load_tomllib(minimal_config(tmp_path))
+    raw["references"] = [{"model": "test_vit", "epochs": 1, "img_size": 32}]
+    cfg = validate_config(raw)
+    fake = FakeSteps(store)
+    # nothing done yet: a plan runs nothing and lists the top of each chain as pending
+    plan = Study(store, cfg, echo=lambda _: None, executor=fake, stages=frozenset()).run()
+    assert fake.calls == [] and plan.model_ids == [] and plan.outputs == {}
+    assert [s.name for s in plan.pending] == ["teacher test_resnet", "reference test_vit", "student test_vit [KD α0.5]",
+                                              "student test_vit [no-KD]", "bench", "report"]
+    assert plan.pending[2].message == "needs the teacher, not trained yet"
+    # the chain without the reference, then the reference alone: the same steps as one full run
+    part = Study(store, cfg, echo=lambda _: None, executor=fake, stages=select_stages(skip="references,bench")).run()
+    assert fake.calls == ["finetune-teacher", "distill", "distill", "prune", "quantize"]
+    assert [s.name for s in part.pending] == ["reference test_vit", "bench"]
+    assert part.outputs == {}  # nothing benched yet: no table
+    fake.calls.clear()
+    Study(store, cfg, echo=lambda _: None, executor=fake, stages=select_stages(only=["references", "quantize"])).run()
+    assert fake.calls == ["finetune-teacher"]  # the reference; quantize of the pruned student was already done
+    fake.calls.clear()
+    done = Study(store, cfg, echo=lambda _: None, executor=fake, stages=select_stages(only=["bench"])).run()
+    assert fake.calls == ["bench"] and done.pending[-1].name == "report"
+    assert len(next(s for s in fake.steps if s.kind == "bench").options.ids.split(",")) == 6  # every found model
+    fake.calls.clear()
+    full = Study(store, cfg, echo=lambda _: None, executor=fake).run()
+    assert fake.calls == ["bench"] and not full.pending
+    assert select_stages() == frozenset(STAGES)
+    for bad, match in (({"only": "students,distill"}, r"--only: unknown stage\(s\) distill; stages: teacher, references"),
+                       ({"only": "bench", "skip": "report"}, "not both"), ({"skip": [","]}, "--skip needs at least one")):
+        with pytest.raises(DefectoptError, match=match):
+            select_stages(**bad)
+
+
+def test_pipeline_stage_flags_are_one_line_errors(tmp_path, db_path):
+    cfg = minimal_config(tmp_path)
+    for args, text in ((["--only", "nope"], "unknown stage(s) nope"), (["--plan", "--skip", "bench"], "--plan runs no stage"),
+                       (["--only", "bench", "--skip", "report"], "not both")):
+        assert_user_error(run_cli(["pipeline", str(cfg), *args]), text)
+    assert not db_path.exists()  # refused before the store is opened

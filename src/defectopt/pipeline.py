@@ -11,6 +11,11 @@ with `pipeline_step = "<hash of the step's options>:<step name>"`; a re-run find
 tagged ready models and skips the step, so an interrupted study resumes where it stopped, and
 changing one section of the config re-runs only the steps whose commands changed (and the
 steps below them, whose parent IDs change). bench skips what is already measured by itself.
+
+Stages (`--only` / `--skip` / `--plan`): a study of several hours runs in parts. A stage that is
+not selected still *finds* its finished steps by key, so the stages below build on them, but it
+runs nothing; its unfinished steps are reported as pending (with the steps below them, which need
+their model IDs, left out). `--plan` selects no stage: it lists what is done and what is left.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +63,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
                "plot_y": N.recall},
 }
 GROUPS = ("teacher", "references", "kd", "nokd", "students", "prune", "quantize")
+# the study's stages in run order (what --only / --skip name)
+STAGES = ("teacher", "references", "students", "prune", "quantize", "bench", "report")
 LIST_SECTIONS = ("references", "students", "prune")  # [[...]] arrays of tables (one [table] is a list of one)
 # what a missing section means: no references or students; one [prune] table of defaults (as
 # before [[prune]] could repeat)
@@ -167,6 +174,26 @@ def validate_config(raw: dict[str, Any], origin: str = "config") -> dict[str, An
     return cfg
 
 
+def select_stages(only: str | Sequence[str] | None = None, skip: str | Sequence[str] | None = None) -> frozenset[str]:
+    """The stages to run: every one, only those named, or all but those named (comma lists or repeats)."""
+    def names(value: str | Sequence[str] | None, flag: str) -> list[str]:
+        items = [value] if isinstance(value, str) else list(value or ())
+        out = [n.strip() for item in items for n in str(item).split(",") if n.strip()]
+        bad = [n for n in out if n not in STAGES]
+        if bad:
+            raise DefectoptError(f"{flag}: unknown stage(s) {', '.join(bad)}; stages: {', '.join(STAGES)}")
+        if value is not None and not out:
+            raise DefectoptError(f"{flag} needs at least one stage: {', '.join(STAGES)}")
+        return out
+
+    chosen, dropped = names(only, "--only"), names(skip, "--skip")
+    if only is not None and skip is not None:
+        raise DefectoptError("use --only or --skip, not both")
+    if only is not None:
+        return frozenset(chosen)
+    return frozenset(STAGES) - set(dropped)
+
+
 def parse_model_filter(text: str, origin: str = "config") -> tuple[str, int | None]:
     """'alias' -> (alias, None); 'alias@128' -> (alias, 128): [prune] models entries."""
     alias, at, size = text.partition("@")
@@ -181,7 +208,7 @@ def parse_model_filter(text: str, origin: str = "config") -> tuple[str, int | No
 @dataclass
 class StepResult:
     name: str
-    status: str  # ran | skipped | failed
+    status: str  # ran | skipped (already done) | pending (not done, its stage not selected) | failed
     model_ids: list[int] = field(default_factory=list)
     seconds: float = 0.0
     message: str = ""
@@ -201,13 +228,19 @@ class PipelineResult:
     def failed(self) -> list[StepResult]:
         return [s for s in self.steps if s.status == "failed"]
 
+    @property
+    def pending(self) -> list[StepResult]:
+        return [s for s in self.steps if s.status == "pending"]
+
 
 class Study:
     """Runs the steps of one config against one store, printing one line per step."""
 
     def __init__(self, store: Store, cfg: dict[str, Any], *, origin: str = "config", quiet: bool = False,
-                 echo: Callable[[str], None] = print, executor: Executor | None = None):
+                 echo: Callable[[str], None] = print, executor: Executor | None = None,
+                 stages: frozenset[str] | None = None):
         self.store, self.cfg, self.origin = store, cfg, origin
+        self.stages = frozenset(STAGES) if stages is None else frozenset(stages)
         self.quiet = quiet or bool(cfg["study"]["quiet"])
         self.echo = echo
         self.executor = executor or (lambda step: run_step(store, step, echo, quiet=self.quiet))
@@ -216,13 +249,16 @@ class Study:
         self.model_ids: list[int] = []
         self.frame = None  # the study's tradeoff rows, Pareto-marked (set by outputs())
 
-    def model_step(self, step: Step) -> StepResult:
-        """Run a model-producing step unless ready models already carry this step's key."""
+    def model_step(self, step: Step, stage: str) -> StepResult:
+        """Run a model-producing step unless ready models already carry this step's key; a step of
+        a stage that is not selected only finds its models (pending when there are none)."""
         key = step_key(step)
         t0 = time.perf_counter()
         existing = tagged_models(self.store, key)
         if existing:
             return self._keep(self._log(StepResult(step.name, "skipped", existing, 0.0, "already done")))
+        if stage not in self.stages:
+            return self.pending(step.name, f"stage '{stage}' not selected")
         self.echo(f"▶ {step.name}: {step.kind} {describe(step.options)}")
         try:
             ids = self.executor(step)
@@ -236,6 +272,10 @@ class Study:
                                  f"({step.kind} {describe(step.options)})")
         tag(self.store, ids, key)
         return self._keep(self._log(StepResult(step.name, "ran", list(ids), time.perf_counter() - t0)))
+
+    def pending(self, name: str, why: str) -> StepResult:
+        self.echo(f"… {name}: pending ({why})")
+        return self._keep(StepResult(name, "pending", [], 0.0, why))
 
     def _keep(self, result: StepResult) -> StepResult:
         self.steps.append(result)
@@ -260,7 +300,7 @@ class Study:
         dataset = resolve_dataset(self.store, st["data"], seed=int(st["split_seed"]))
         self.echo(f"study '{st['name']}' on {dataset.name} ({len(dataset.manifest)} images, {dataset.task}) — config: {self.origin}")
         teacher = self.teacher_step()
-        self.groups["teacher"] = [teacher]
+        self.groups["teacher"] = [] if teacher is None else [teacher]
         self.reference_steps()
         self.student_steps(teacher)
         self.prune_steps(teacher)
@@ -284,14 +324,14 @@ class Study:
                   **extra, **sec["options"]}
         return build(RunRequest, values, self._where(section))
 
-    def _finetune(self, sec: dict[str, Any], what: str, section: str, seed: int | None = None) -> int:
+    def _finetune(self, sec: dict[str, Any], what: str, section: str, seed: int | None = None) -> int | None:
         from defectopt.train.options import FINETUNE
 
         req = self._train_request(FINETUNE, sec, section, seed, data=self.cfg["study"]["data"])
         label = f"{what} {sec['model']}" + ("" if seed is None else f" (seed {seed})")
-        return self.model_step(Step(label, "finetune", req)).model_ids[-1]
+        return _last(self.model_step(Step(label, "finetune", req), section))
 
-    def teacher_step(self) -> int:
+    def teacher_step(self) -> int | None:
         sec = self.cfg["teacher"]
         teacher = self._finetune(sec, "teacher", "teacher")
         for seed in sec["repeat_seeds"]:  # spread only: the chain below starts from the main run
@@ -300,11 +340,13 @@ class Study:
 
     def reference_steps(self) -> None:
         for sec in self.cfg["references"]:
-            self.groups["references"].append(self._finetune(sec, "reference", "references"))
+            ref = self._finetune(sec, "reference", "references")
+            if ref is not None:
+                self.groups["references"].append(ref)
             for seed in sec["repeat_seeds"]:
                 self._finetune(sec, "reference", "references", seed)
 
-    def student_steps(self, teacher: int) -> None:
+    def student_steps(self, teacher: int | None) -> None:
         from defectopt.train.options import DISTILL
 
         seen: set[str] = set()
@@ -318,11 +360,14 @@ class Study:
                 alpha = float(alpha)
                 kind = f"KD α{alpha:g}" if alpha > 0 else "no-KD"
                 for seed in [None, *sec["repeat_seeds"]]:
+                    label = f"student {sec['model']}{at} [{kind}]" + ("" if seed is None else f" (seed {seed})")
+                    if teacher is None:  # its step key holds the teacher's ID
+                        self.pending(label, "needs the teacher, not trained yet")
+                        continue
                     req = self._train_request(DISTILL, sec, "students", seed, teacher=str(teacher), alpha=alpha,
                                               temperature=float(sec["temperature"]))
-                    label = f"student {sec['model']}{at} [{kind}]" + ("" if seed is None else f" (seed {seed})")
-                    mid = self.model_step(Step(label, "distill", req)).model_ids[-1]
-                    if seed is None:  # the repeats measure spread; only the main run goes on
+                    mid = _last(self.model_step(Step(label, "distill", req), "students"))
+                    if seed is None and mid is not None:  # the repeats measure spread; only the main run goes on
                         self.groups["kd" if alpha > 0 else "nokd"].append(mid)
                         self.groups["students"].append(mid)
 
@@ -345,7 +390,7 @@ class Study:
                     out.append(mid)
         return out
 
-    def prune_steps(self, teacher: int) -> None:
+    def prune_steps(self, teacher: int | None) -> None:
         from defectopt.compress.prune.options import PruneOptions
 
         st = self.cfg["study"]
@@ -361,14 +406,17 @@ class Study:
                     values = {"model": str(parent), "ratios": (float(ratio),), "method": sec["method"],
                               "finetune_epochs": int(sec["finetune_epochs"]), "seed": st["seed"], "device": str(st["device"]),
                               "split_seed": int(st["split_seed"]), "quiet": self.quiet}
+                    name = f"prune model {parent} ratio {float(ratio):g}"
                     if sec["kd_from_teacher"] and sec["finetune_epochs"]:
+                        if teacher is None:
+                            self.pending(name, "needs the teacher, not trained yet")
+                            continue
                         values["kd_from"] = str(teacher)
                     opts = build(PruneOptions, {**values, **sec["options"]}, self._where("prune"))
-                    name = f"prune model {parent} ratio {float(ratio):g}"
                     if (parent, float(ratio)) in done:  # a later recipe for the same cut names its recovery
                         name += f" (recovery {opts.finetune_epochs} ep, lr {opts.lr:g})"
                     done.add((parent, float(ratio)))
-                    res = self.model_step(Step(name, "prune", opts))
+                    res = self.model_step(Step(name, "prune", opts), "prune")
                     self.groups["prune"].extend(res.model_ids)
 
     def quantize_steps(self) -> None:
@@ -390,7 +438,7 @@ class Study:
                 if sec["max_recall_drop"] is not None:
                     values["max_recall_drop"] = float(sec["max_recall_drop"])
                 opts = build(QuantizeOptions, {**values, **sec["options"]}, self._where("quantize"))
-                res = self.model_step(Step(f"quantize model {parent} {method}", "quantize", opts))
+                res = self.model_step(Step(f"quantize model {parent} {method}", "quantize", opts), "quantize")
                 self.groups["quantize"].extend(res.model_ids)
 
     def bench_steps(self) -> None:
@@ -400,6 +448,12 @@ class Study:
 
         sec = self.cfg["bench"]
         ids = ",".join(map(str, self.model_ids))
+        if "bench" not in self.stages:
+            self.pending("bench", "stage 'bench' not selected")
+            return
+        if not ids:
+            self.echo("– bench: no model of the study is ready yet")
+            return
         for device in sec["devices"]:
             if device == "cuda" and not torch.cuda.is_available():
                 self.echo("– bench on cuda: skipped, no CUDA device here")
@@ -429,6 +483,9 @@ class Study:
 
         rep = self.cfg["report"]
         out_dir = Path(self.cfg["study"]["out"])
+        if "report" not in self.stages:
+            self.pending("report", "stage 'report' not selected")
+            return {}
         frame = table.load_table(self.store, ids=self.model_ids)
         outputs: dict[str, Path] = {}
         if frame.empty:
@@ -454,14 +511,21 @@ class Study:
         return outputs
 
 
+def _last(result: StepResult) -> int | None:
+    """The model a training step produced (its last), None when the step is pending."""
+    return result.model_ids[-1] if result.model_ids else None
+
+
 def run_pipeline(store: Store, config: str | Path | dict[str, Any] | None = None, *, origin: str = "config",
-                 quiet: bool = False, echo: Callable[[str], None] = print, executor: Executor | None = None) -> PipelineResult:
-    """Run a study: `config` is a path, a bundled name, None (the bundled default) or a loaded config."""
+                 quiet: bool = False, echo: Callable[[str], None] = print, executor: Executor | None = None,
+                 stages: frozenset[str] | None = None) -> PipelineResult:
+    """Run a study: `config` is a path, a bundled name, None (the bundled default) or a loaded config;
+    `stages` (see select_stages) limits what runs, None = all."""
     if isinstance(config, dict):
         cfg = config
     else:
         cfg, origin = load_config(config)
-    study = Study(store, cfg, origin=origin, quiet=quiet, echo=echo, executor=executor)
+    study = Study(store, cfg, origin=origin, quiet=quiet, echo=echo, executor=executor, stages=stages)
     result = study.run()
     result.frame = study.frame
     return result

@@ -16,6 +16,12 @@ def pipeline_cmd(
         help="Study config (TOML), or a bundled one: neu-det, mvtec-ad, dagm. Default: the bundled synthetic study.",
         show_default=False)] = None,
     show_config: Annotated[bool, typer.Option("--show-config", help="Print the config (the bundled default if none given) and exit.")] = False,
+    only: Annotated[Optional[list[str]], typer.Option(
+        "--only", help="Run only these stages (comma list or repeated): teacher, references, students, prune, "
+                       "quantize, bench, report. The others only find their finished steps.", show_default=False)] = None,
+    skip: Annotated[Optional[list[str]], typer.Option(
+        "--skip", help="Run every stage but these (same names as --only).", show_default=False)] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Run nothing: list which steps are done and which are pending.")] = False,
     quiet: QuietOption = False,
     db: DbOption = None,
 ):
@@ -23,8 +29,10 @@ def pipeline_cmd(
     Pareto table, plot and report. Steps whose models already exist are skipped, so re-running resumes.
 
     Example: defectopt pipeline            (built-in synthetic data, small settings, ~10 min on 2 cores)
+             defectopt pipeline study-mvtec-screw --db screw.sqlite --skip references   (the rest, later)
     """
-    from defectopt.pipeline import bundled_config_text, load_config, run_pipeline
+    from defectopt.errors import DefectoptError
+    from defectopt.pipeline import bundled_config_text, load_config, run_pipeline, select_stages
 
     if show_config:
         from pathlib import Path
@@ -38,8 +46,11 @@ def pipeline_cmd(
     from defectopt.cli.report import print_tradeoff
     from defectopt.store.db import open_store
 
+    if plan and (only is not None or skip is not None):
+        raise DefectoptError("--plan runs no stage; leave out --only/--skip")
+    stages = frozenset() if plan else select_stages(only, skip)
     cfg, origin = load_config(config)  # before opening the store: a bad config writes nothing
-    result = run_pipeline(open_store(db), cfg, origin=origin, quiet=quiet,
+    result = run_pipeline(open_store(db), cfg, origin=origin, quiet=quiet, stages=stages,
                           echo=lambda t: console.print(t, markup=False, highlight=False))
     if result.frame is not None and len(result.frame):
         pareto = result.frame[result.frame["pareto"]]
@@ -47,7 +58,6 @@ def pipeline_cmd(
                                               "no other model is both faster and better at recall")
         min_recall, by = result.config["report"]["min_recall"], result.config["report"]["by"]
         if min_recall is not None:
-            from defectopt.errors import DefectoptError
             from defectopt.report.pareto import select_min_recall
 
             try:
@@ -61,6 +71,10 @@ def pipeline_cmd(
     ran = sum(s.status == "ran" for s in result.steps)
     skipped = sum(s.status == "skipped" for s in result.steps)
     console.print(f"{ran} step(s) ran, {skipped} skipped (already done); {len(result.model_ids)} models in the study", highlight=False)
+    if result.pending:
+        # a pending step's children need its model ID, so they cannot be listed until it has run
+        console.print(f"{len(result.pending)} step(s) pending, and the steps that build on them: "
+                      + "; ".join(s.name for s in result.pending), highlight=False, markup=False)
     for name, path in result.outputs.items():
         console.print(f"  {name}: {path}", highlight=False, markup=False)
     if result.failed:
