@@ -226,3 +226,28 @@ def test_auto_new_misses_evidence_goes_on_when_a_regained_image_hides_losses(sto
     out = quantize_model(store, opts, log=logs.append)
     assert [r.method for r in out.results] == ["static", "static", "qat"] and out.chosen is out.results[-1], logs
     assert any("4 val image(s) newly missed -> loss 0.0111" in line and "over budget" in line for line in logs), logs
+
+
+def test_a_direct_ptq_says_what_its_net_val_drop_does_not_show(store, synthetic, monkeypatch):
+    """Without auto nothing is rejected, but the user is told (a) when new misses hide behind regained
+    images (the NEU keep-fp case: 4 new, 1 regained, net 3/360 within 1 pt), and (b) when val is too
+    small to resolve the budget at all (the synthetic val split: a handful of defects)."""
+    from defectopt.compress.quantize import produce
+    from defectopt.metrics import task
+
+    real_evaluate = produce.evaluate_child
+    parent_id = make_ready_model(store, "test_resnet", synthetic)
+    opts = QuantizeOptions(model=str(parent_id), method="static", backend="onnxruntime", calib_images=8)
+    plain = quantize_model(store, opts, log=lambda _: None)
+    coarse = [n for n in plain.notes if "val resolves recall only in steps of" in n]
+    assert len(coarse) == 1 and f"model {plain.chosen.model_id}:" in coarse[0] and "coarser than 0.01" in coarse[0]
+    assert not any("newly misses" in n for n in plain.notes)
+
+    monkeypatch.setattr(produce, "evaluate_child", lambda *a, **kw: {
+        **real_evaluate(*a, **kw), "recall_drop": 3 / 360, "val_new_misses": 4, "val_regained": 1})
+    monkeypatch.setattr(task, "recall_resolution", lambda *a: 1 / 360)
+    hidden = quantize_model(store, opts, log=lambda _: None)
+    assert [n for n in hidden.notes if "newly misses" in n] == [
+        f"model {hidden.chosen.model_id}: its net val recall drop +0.0083 is within 0.01, but it newly misses 4 val "
+        "image(s) (0.0111), offset by 1 regained; `--method auto` (new-misses evidence) would not keep it"]
+    assert not any("val resolves recall" in n for n in hidden.notes)

@@ -87,6 +87,7 @@ def _print_results(store, out) -> None:
     base = out.results[0].fidelity["parent_val_recall"] if out.results else float("nan")
     columns = [Column("id", numeric=True), Column("label"), Column("backend"), Column("precision", "prec."),
                Column("val_recall", "val recall", numeric=True), Column("drop", numeric=True),
+               Column("paired", "val new/regained", optional=True),
                Column("margin_corr", "margin corr", numeric=True, optional=True), Column("mb", "MB", numeric=True),
                Column("smaller", numeric=True, optional=True), Column("chosen", "")]
     rows = []
@@ -96,7 +97,9 @@ def _print_results(store, out) -> None:
         ratio = (parent.size_bytes or 0) / row.size_bytes if row.size_bytes else 0.0
         chosen = out.chosen is not None and out.chosen.model_id == r.model_id and len(out.results) > 1
         rows.append({"id": r.model_id, "label": r.label, "backend": f.get("backend", r.backend), "precision": f.get("precision", ""),
-                     "val_recall": f"{f['val_recall']:.3f}", "drop": f"{f['recall_drop']:+.4f}", "margin_corr": f"{f['margin_corr']:.4f}",
+                     "val_recall": f"{f['val_recall']:.3f}", "drop": f"{f['recall_drop']:+.4f}",
+                     "paired": f"{f['val_new_misses']}/{f.get('val_regained', 0)}" if "val_new_misses" in f else "",
+                     "margin_corr": f"{f['margin_corr']:.4f}",
                      "mb": f"{(row.size_bytes or 0) / 1e6:.2f}", "smaller": f"{ratio:.1f}x", "chosen": "chosen" if chosen else ""})
     title = (f"quantized from model {out.parent_id} ({parent.alias}, {(parent.size_bytes or 0) / 1e6:.2f} MB, "
              f"val recall {base:.3f})")
