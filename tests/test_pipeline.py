@@ -326,3 +326,6 @@ def test_pipeline_stage_flags_are_one_line_errors(tmp_path, db_path):
                        (["--only", "bench", "--skip", "report"], "not both")):
         assert_user_error(run_cli(["pipeline", str(cfg), *args]), text)
     assert not db_path.exists()  # refused before the store is opened
+    plan = run_cli(["pipeline", str(cfg), "--plan"])
+    assert plan.code == 0 and "does not exist: no step of 'mini' has run" in plan.stdout, plan
+    assert not db_path.exists()  # a plan does not create the store

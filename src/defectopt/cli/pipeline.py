@@ -50,6 +50,14 @@ def pipeline_cmd(
         raise DefectoptError("--plan runs no stage; leave out --only/--skip")
     stages = frozenset() if plan else select_stages(only, skip)
     cfg, origin = load_config(config)  # before opening the store: a bad config writes nothing
+    if plan:
+        from defectopt import paths
+
+        db_path = paths.resolve_db_path(db)
+        if not db_path.exists():  # a plan writes nothing, so it does not create the store either
+            console.print(f"{db_path} does not exist: no step of '{cfg['study']['name']}' has run; every step is "
+                          "pending, from the teacher on", highlight=False, markup=False)
+            return
     result = run_pipeline(open_store(db), cfg, origin=origin, quiet=quiet, stages=stages,
                           echo=lambda t: console.print(t, markup=False, highlight=False))
     if result.frame is not None and len(result.frame):
