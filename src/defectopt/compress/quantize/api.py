@@ -289,13 +289,14 @@ def val_evidence_notes(result: Result, resolution: float | None, budget: float) 
     it newly missed 4 images and regained 1, and lost 4 images on test; on MVTec screw one val
     defect is 1.7 pt, so "no val drop" cannot bound a smaller test loss."""
     f = result.fidelity
-    new, regained, drop = f.get("val_new_misses"), f.get("val_regained") or 0, f.get("recall_drop")
+    new = f.get("val_new_misses")
+    loss = auto.new_miss_loss(new, "new-misses", resolution)
     notes = []
-    if new and resolution is not None and drop is not None and drop <= budget + 1e-12 < new * resolution:
-        notes.append(f"model {result.model_id}: its net val recall drop {drop:+.4f} is within {budget:g}, but it newly "
-                     f"misses {new} val image(s) ({new * resolution:.4f}), offset by {regained} regained; "
-                     "`--method auto` (new-misses evidence) would not keep it")
-    if resolution is not None and resolution > budget + 1e-12:
+    if new and loss is not None and auto.within_budget(result, budget) and loss > budget + 1e-12:
+        notes.append(f"model {result.model_id}: its net val recall drop {f['recall_drop']:+.4f} is within {budget:g}, "
+                     f"but it newly misses {new} val image(s) ({loss:.4f}), offset by {f.get('val_regained') or 0} "
+                     "regained; `--method auto` (new-misses evidence) would not keep it")
+    if not auto.resolves_budget(resolution, budget):
         notes.append(f"model {result.model_id}: val resolves recall only in steps of {resolution:.4f} (one image of the "
                      f"smallest class), coarser than {budget:g}: a smaller loss cannot show on val; read bench's test "
                      "recall and its CI")
