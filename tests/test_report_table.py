@@ -305,6 +305,26 @@ def _benchmark_script(name: str):
     return module
 
 
+def test_ov_runtime_precision_counts_the_layers_the_cpu_plugin_executes(tmp_path, capsys):
+    """benchmarks/ov_runtime_precision.py (README_RESULTS 2.4: is a slow INT8 IR running INT8
+    kernels?) reads the compiled runtime graph: a float MatMul IR executes as one float
+    FullyConnected; a missing IR is a one-line error with exit code 2."""
+    np = pytest.importorskip("numpy")
+    ov = pytest.importorskip("openvino")
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 8], np.float32, name="x")
+    y = ops.matmul(x, ops.constant(np.ones((4, 8), np.float32)), False, True)
+    xml = tmp_path / "tiny.xml"
+    ov.save_model(ov.Model([y], [x], "tiny"), xml, compress_to_fp16=False)
+    script = _benchmark_script("ov_runtime_precision")
+    counts = script.runtime_layers(xml, threads=1)
+    assert list(counts.values()) == [1]
+    assert next(iter(counts)).startswith("FullyConnected f32 ")
+    assert script.main([str(tmp_path / "missing.xml")]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: no such IR")
+
+
 def test_dumped_decisions_keep_the_paired_test_after_the_db_is_gone(store, study, db_path, tmp_path, capsys):
     """benchmarks/dump_study.py commits a study as text; mcnemar_pair.py then tests a model of a
     lost DB (its decisions.csv) against one of a live DB, with the same b/c as `table`."""
