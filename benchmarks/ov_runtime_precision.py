@@ -4,8 +4,8 @@ An INT8 IR that is no faster than its FP32 parent could mean the plugin fell bac
 kernels, or that the INT8 kernels are simply not faster on this CPU (no VNNI). The compiled
 model's runtime graph tells them apart: per executed node it records the layer type, the
 runtime precision and the primitive (e.g. `jit_avx2_I8`). This counts them for the layers that
-carry the arithmetic (Convolution, FullyConnected, MatMul), compiled as bench compiles them
-(CPU, FP32 inference hint, the given thread count).
+carry the arithmetic (Convolution, FullyConnected, MatMul), compiled by the runtime's own
+`compile_ir` as bench compiles them (CPU, FP32 hint, latency mode, the given thread count).
 
     python benchmarks/ov_runtime_precision.py DB4-artifacts/3/model.xml DB4-artifacts/4/model.xml
 """
@@ -21,20 +21,17 @@ COMPUTE_LAYERS = ("Convolution", "FullyConnected", "MatMul")
 
 
 def runtime_layers(xml: Path, threads: int) -> dict[str, int]:
-    import openvino as ov
+    from defectopt.runtime.sessions import compile_ir
 
-    core = ov.Core()
-    compiled = core.compile_model(core.read_model(xml), "CPU", {
-        "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+    def rt(info, key: str, default: str) -> str:
+        return info[key].astype(str) if key in info else default
+
     counts: collections.Counter[str] = collections.Counter()
-    for node in compiled.get_runtime_model().get_ops():
+    for node in compile_ir(xml, threads=threads).get_runtime_model().get_ops():
         info = node.get_rt_info()
-        layer = info["layerType"].astype(str) if "layerType" in info else node.get_type_name()
-        if layer not in COMPUTE_LAYERS:
-            continue
-        precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
-        primitive = info["primitiveType"].astype(str) if "primitiveType" in info else "?"
-        counts[f"{layer} {precision} {primitive}"] += 1
+        layer = rt(info, "layerType", node.get_type_name())
+        if layer in COMPUTE_LAYERS:
+            counts[f"{layer} {rt(info, 'runtimePrecision', '?')} {rt(info, 'primitiveType', '?')}"] += 1
     return dict(sorted(counts.items()))
 
 

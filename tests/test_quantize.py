@@ -22,6 +22,7 @@ from defectopt.compress.quantize.options import QuantizeOptions
 from defectopt.errors import DefectoptError
 from defectopt.models.artifacts import load_artifact
 from defectopt.store.schema import Model
+from fixtures.clihelp import assert_user_error, run_cli
 
 CALIB = 8
 
@@ -156,20 +157,15 @@ def test_static_onnxruntime_vit_keep_fp_named_layers(store, synthetic, monkeypat
         quantize_model(store, QuantizeOptions(model=str(parent_id), method="static", keep_fp="2"))
 
 
-def test_bf16_openvino_close_to_fp32(store, synthetic, capsys):
+def test_bf16_openvino_close_to_fp32(store, synthetic):
     """BF16 where the CPU has it (AVX512-BF16 or AMX); elsewhere (CI lands on AVX2-only CPUs too)
     the one-line refusal, exit code 2, and no model row."""
     from defectopt.bench.host import cpu_has_bf16
-    from defectopt.cli import main
 
     parent_id = make_ready_model(store, "test_resnet", synthetic)
     if not cpu_has_bf16():
         before = _model_count(store)
-        with pytest.raises(SystemExit) as exc:
-            main(["quantize", "--id", str(parent_id), "--method", "bf16"])
-        assert exc.value.code == 2
-        err = capsys.readouterr().err
-        assert "no AVX512-BF16/AMX" in " ".join(err.split()) and "Traceback" not in err
+        assert_user_error(run_cli(["quantize", "--id", parent_id, "--method", "bf16"]), "no AVX512-BF16/AMX")
         assert _model_count(store) == before
         return
     (res,) = quantize_model(store, QuantizeOptions(model=str(parent_id), method="bf16")).results
