@@ -14,7 +14,7 @@ from rich.console import Console
 
 from conftest import make_ready_model
 from fixtures.clihelp import assert_user_error, run_cli, run_cli_subprocess
-from test_report_table import add_model, build_study, measure
+from fixtures.handbuilt_study import add_model, build_study, measure
 
 NARROW = {"COLUMNS": "80"}
 QUICK_BENCH = ["--quick", "--batch-sizes", "1,2", "--threads", "1", "--no-memory", "--no-roofline"]

@@ -178,16 +178,11 @@ def test_bf16_openvino_close_to_fp32(store, synthetic):
     np.testing.assert_array_equal(a, b)
 
 
-def test_fp16_on_cpu_and_inapplicable_backends_are_refused_with_one_line(store, synthetic, capsys):
-    from defectopt.cli import main
-
+def test_fp16_on_cpu_and_inapplicable_backends_are_refused_with_one_line(store, synthetic):
     parent_id = make_ready_model(store, "test_vit", synthetic)
     before = _model_count(store)
-    with pytest.raises(SystemExit) as exc:
-        main(["quantize", "--id", str(parent_id), "--method", "fp16"])
-    assert exc.value.code == 2
-    err = " ".join(capsys.readouterr().err.split())
-    assert "FP16 is offered on CUDA only" in err and "--method bf16" in err and "Traceback" not in err
+    assert_user_error(run_cli(["quantize", "--id", parent_id, "--method", "fp16"]),
+                      "FP16 is offered on CUDA only", "--method bf16")
     for backend, hint in (("fx", "openvino"), ("pt2e", "openvino"), ("tensorrt", "choose from")):
         with pytest.raises(DefectoptError, match=hint):
             quantize_model(store, QuantizeOptions(model=str(parent_id), method="static", backend=backend))

@@ -8,80 +8,9 @@ import json
 import sqlite3
 
 import pytest
-from defectopt.store.schema import Dataset, Measurement, Model, ModelStatus, Technique
+from defectopt.store.schema import Measurement, Model
 from fixtures.clihelp import assert_user_error, run_cli
-
-LABELS = [1] * 10 + [0] * 10  # 20 test images, the first 10 are defects
-HOST = {"cpu_model": "Test CPU", "physical_cores": 2, "torch": "2.x"}
-
-
-def add_model(s, alias, technique, params, parent_id=None, dataset_id=None, fmt="torch"):
-    tech = Technique(name=technique, params=params)
-    s.add(tech)
-    s.flush()
-    row = Model(alias=alias, timm_name=alias, parent_id=parent_id, technique_id=tech.id, dataset_id=dataset_id,
-                img_size=32, num_classes=2, status=ModelStatus.READY, artifact_path="x", artifact_format=fmt, config={})
-    s.add(row)
-    s.flush()
-    return row.id
-
-
-def measure(s, model_id, values, *, device="cpu", backend="torch", precision="fp32", threads=2, run="r1",
-            decisions=None, throughput=None, latency_spread=None):
-    """One bench run's rows with the documented conventions (task + static at batch 0, latency at 1)."""
-    static = {"recall", "recall_ci_low", "recall_ci_high", "precision", "f1", "fnr", "size_mb", "param_count"}
-    for metric, value in values.items():
-        batch = 0 if metric in static else 1
-        extra = {}
-        if metric == "recall" and decisions is not None:
-            extra = {"decisions": decisions, "labels": LABELS}
-        if metric == "latency_ms" and latency_spread is not None:
-            extra = {"p10_ms": latency_spread[0], "p90_ms": latency_spread[1]}
-        s.add(Measurement(model_id=model_id, run_id=run, device=device, backend=backend, precision=precision,
-                          batch_size=batch, threads=threads, metric=metric, value=value, extra=extra, host=HOST))
-    for batch, ips in (throughput or {}).items():
-        s.add(Measurement(model_id=model_id, run_id=run, device=device, backend=backend, precision=precision,
-                          batch_size=batch, threads=threads, metric="throughput_ips", value=ips, extra={}, host=HOST))
-
-
-def decisions_catching(n_defects_caught: int, skip: tuple[int, ...] = ()) -> list[int]:
-    """Decisions flagging the first n defect images (except `skip`) and no good image."""
-    caught = [1 if i < n_defects_caught and i not in skip else 0 for i in range(10)]
-    return caught + [0] * 10
-
-
-def build_study(store) -> dict[str, int]:
-    """teacher → KD student → prune → int8 (ORT), plus a no-KD student; all benched on cpu."""
-    with store.session() as s:
-        ds = Dataset(name="synthetic-test", kind="synthetic", root="/nowhere", spec="synthetic:80",
-                     class_names=["good", "defect"], task="binary", split_seed=0, split_hash="h", manifest=[])
-        s.add(ds)
-        s.flush()
-        teacher = add_model(s, "resnet18", "finetune", {"pretrained": False}, dataset_id=ds.id)
-        kd = add_model(s, "test_vit", "distill", {"alpha": 0.5}, teacher, ds.id)
-        nokd = add_model(s, "test_vit", "distill", {"alpha": 0.0}, teacher, ds.id)
-        pruned = add_model(s, "test_vit", "prune", {"ratio": 0.3}, kd, ds.id, fmt="torch-pruned")
-        int8 = add_model(s, "test_vit", "quantize-static", {"label": "int8-static"}, pruned, ds.id, fmt="onnx")
-        # teacher catches all 10 defects; kd 9 (misses #3); pruned 9 (misses #3); int8 8
-        measure(s, teacher, {"recall": 1.0, "recall_ci_low": 0.72, "recall_ci_high": 1.0, "precision": 1.0, "f1": 1.0,
-                             "fnr": 0.0, "latency_ms": 40.0, "size_mb": 45.0, "peak_rss_mb": 300.0, "cost_per_1m": 2.0},
-                decisions=decisions_catching(10), throughput={1: 25.0, 16: 60.0}, latency_spread=(38.5, 45.25))
-        measure(s, kd, {"recall": 0.9, "recall_ci_low": 0.6, "recall_ci_high": 1.0, "precision": 1.0, "f1": 0.947,
-                        "fnr": 0.1, "latency_ms": 5.0, "size_mb": 2.0, "peak_rss_mb": 50.0, "cost_per_1m": 0.25},
-                decisions=decisions_catching(10, skip=(3,)), throughput={1: 200.0, 16: 500.0})
-        measure(s, nokd, {"recall": 0.7, "recall_ci_low": 0.4, "recall_ci_high": 0.9, "precision": 1.0, "f1": 0.82,
-                          "fnr": 0.3, "latency_ms": 5.0, "size_mb": 2.0}, decisions=decisions_catching(7))
-        measure(s, pruned, {"recall": 0.9, "recall_ci_low": 0.6, "recall_ci_high": 1.0, "precision": 1.0, "f1": 0.947,
-                            "fnr": 0.1, "latency_ms": 3.0, "size_mb": 1.0}, decisions=decisions_catching(10, skip=(3,)))
-        measure(s, int8, {"recall": 0.8, "recall_ci_low": 0.5, "recall_ci_high": 1.0, "precision": 1.0, "f1": 0.889,
-                          "fnr": 0.2, "latency_ms": 1.0, "size_mb": 0.3}, backend="onnxruntime", precision="int8",
-                decisions=decisions_catching(10, skip=(3, 5)))
-        # an older, superseded latency of the teacher: the view must take the newest
-        s.flush()
-    with store.session() as s:
-        s.add(Measurement(model_id=int8, run_id="r2", device="cpu", backend="onnxruntime", precision="int8", batch_size=1,
-                          threads=2, metric="latency_ms", value=1.25, extra={}, host=HOST))
-    return {"teacher": teacher, "kd": kd, "nokd": nokd, "pruned": pruned, "int8": int8}
+from fixtures.handbuilt_study import HOST, add_model, build_study
 
 
 @pytest.fixture
@@ -292,62 +221,6 @@ def test_report_counts_missed_defects_by_type_and_flags_contended_timings(store,
     assert f"| {study['kd']} |" in text and "| 1/4 | 0/6 | 1/10 |" in text
     assert "Timed under contention" in text and f"{study['int8']} onnxruntime/int8 (1.30 cores)" in text
     assert f"{study['kd']} torch" not in text.split("Timed under contention")[1].split("\n")[0]
-
-
-def _benchmark_script(name: str):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_ov_runtime_precision_counts_the_layers_the_cpu_plugin_executes(tmp_path, capsys):
-    """benchmarks/ov_runtime_precision.py (README_RESULTS 2.4: is a slow INT8 IR running INT8
-    kernels?) reads the compiled runtime graph: a float MatMul IR executes as one float
-    FullyConnected; a missing IR is a one-line error with exit code 2."""
-    np = pytest.importorskip("numpy")
-    ov = pytest.importorskip("openvino")
-    import openvino.opset13 as ops
-
-    x = ops.parameter([1, 8], np.float32, name="x")
-    y = ops.matmul(x, ops.constant(np.ones((4, 8), np.float32)), False, True)
-    xml = tmp_path / "tiny.xml"
-    ov.save_model(ov.Model([y], [x], "tiny"), xml, compress_to_fp16=False)
-    script = _benchmark_script("ov_runtime_precision")
-    counts = script.runtime_layers(xml, threads=1)
-    assert list(counts.values()) == [1]
-    assert next(iter(counts)).startswith("FullyConnected f32 ")
-    assert script.main([str(tmp_path / "missing.xml")]) == 2
-    assert capsys.readouterr().err.strip().startswith("error: no such IR")
-
-
-def test_dumped_decisions_keep_the_paired_test_after_the_db_is_gone(store, study, db_path, tmp_path, capsys):
-    """benchmarks/dump_study.py commits a study as text; mcnemar_pair.py then tests a model of a
-    lost DB (its decisions.csv) against one of a live DB, with the same b/c as `table`."""
-    dump, pair = _benchmark_script("dump_study"), _benchmark_script("mcnemar_pair")
-    out = tmp_path / "committed"
-    assert dump.main(["--db", str(db_path), "--out", str(out)]) == 0
-    with (out / "decisions.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
-    assert len(rows) == 5 and rows[0]["labels"].split() == [str(v) for v in LABELS]
-    with (out / "tradeoff.csv").open() as fh:
-        assert {int(r["id"]) for r in csv.DictReader(fh)} == set(study.values())
-    with (out / "models.csv").open() as fh:
-        assert [int(r["id"]) for r in csv.DictReader(fh)] == sorted(study.values())
-    capsys.readouterr()
-    assert pair.main([f"{out / 'decisions.csv'}:{study['teacher']}", f"{db_path}:{study['nokd']}"]) == 0
-    printed = capsys.readouterr().out
-    assert "McNemar (defects): b=3 c=0 n=10 p=0.25" in printed  # binary recall: the defects only
-    assert "McNemar (all images): b=3 c=0 n=20" in printed  # every decision (none of these false alarms)
-    assert "10/10 defects flagged, 0/10 false alarms" in printed and "7/10 defects flagged" in printed
-    assert pair.main([f"{db_path}:{study['int8']}:onnxruntime", f"{out / 'decisions.csv'}:{study['pruned']}"]) == 0
-    assert "b=0 c=1" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="no recall row"):
-        pair.main([f"{db_path}:{study['teacher']}:openvino", f"{db_path}:{study['kd']}"])
 
 
 def test_readme_lists_every_view_column_as_documented():
