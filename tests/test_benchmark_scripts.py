@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,31 @@ def test_dumped_decisions_keep_the_paired_test_after_the_db_is_gone(store, study
     assert "b=0 c=1" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no recall row"):
         pair.main([f"{db_path}:{study['teacher']}:openvino", f"{db_path}:{study['kd']}"])
+
+
+def test_int8_runtime_fidelity_compares_simulation_and_runtime_per_overflow_mode(store, db_path, synthetic, tmp_path,
+                                                                                capsys):
+    """benchmarks/int8_runtime_fidelity.py (README_RESULTS 1.9: do OpenVINO's INT8 kernels compute
+    what NNCF's fake quantizers simulate?) scores parent, simulation and runtime on val and test per
+    overflow_fix mode, writes its JSON atomically, and refuses an unknown mode or DB in one line."""
+    from conftest import make_ready_model
+
+    parent_id = make_ready_model(store, "test_convnext", synthetic)
+    script = _benchmark_script("int8_runtime_fidelity")
+    out = tmp_path / "fidelity.json"
+    assert script.main(["--db", str(db_path), "--id", str(parent_id), "--modes", "enable,disable",
+                        "--calib-images", "8", "--threads", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["modes"]) == {"enable", "disable"} and result["host"]["isa"] is not None
+    n_test = len(synthetic.split("test"))
+    for row in result["modes"].values():
+        for split in ("val", "test"):
+            agree = row[split]["runtime_vs_simulated"]
+            assert 0.0 <= agree["top1_agreement"] <= 1.0 and agree["logit_rel_err"] < 0.5
+            assert 0 <= row[split]["runtime"]["wrong"] <= (n_test if split == "test" else len(synthetic.split("val")))
+    assert result["parent_fp32_torch"]["test"]["wrong"] >= 0 and not list(tmp_path.glob("*.tmp"))
+    capsys.readouterr()
+    assert script.main(["--db", str(db_path), "--id", str(parent_id), "--modes", "half"]) == 2
+    assert "--modes takes" in capsys.readouterr().err
+    assert script.main(["--db", str(tmp_path / "none.sqlite"), "--id", "1"]) == 2
+    assert "no such DB" in capsys.readouterr().err

@@ -307,3 +307,55 @@ def test_pruning_then_low_bit_qat_is_one_lineage(store, synthetic):
     with torch.no_grad():
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 2)
     assert art.meta["packed_bytes"] < get_row(store, pruned.model_id).size_bytes / 4
+
+
+def _int8_weight_extremes(xml) -> dict[str, int]:
+    """max |value| of every INT8 weight constant of an IR (how much of the 8-bit grid it uses)."""
+    import openvino as ov
+
+    def consumer(node):  # through the dequantization (Convert, Subtract, Multiply, Reshape) to the layer
+        while node.get_type_name() in ("Constant", "Convert", "Subtract", "Multiply", "Reshape"):
+            node = next(iter(node.output(0).get_target_inputs())).get_node()
+        return f"{node.get_type_name()} {node.get_friendly_name()}"
+
+    model = ov.Core().read_model(str(xml))
+    return {consumer(op): int(np.abs(op.get_data().astype(np.int16)).max()) for op in model.get_ops()
+            if op.get_type_name() == "Constant" and op.get_output_element_type(0) == ov.Type.i8}
+
+
+def test_overflow_fix_picks_the_int8_weight_grid_by_cpu_and_is_recorded(store, synthetic, monkeypatch):
+    """--overflow-fix (NNCF's overflow_fix): `enable` puts the INT8 weights of every dense layer on
+    half the grid (|w| <= 64), `disable` uses all of it; `auto` is `enable` on CPUs without VNNI/AMX (whose
+    INT8 kernels saturate: README_RESULTS 1.9) and NNCF's `first_layer_only` elsewhere. The
+    resolved mode is recorded on the row; ONNX Runtime's equivalent is reduce_range."""
+    from defectopt.bench import host
+    from defectopt.compress.quantize import static
+    from defectopt.models.artifacts import get_row
+
+    for has_dot, expected in ((True, "first_layer_only"), (False, "enable")):
+        monkeypatch.setattr(host, "cpu_has_int8_dot", lambda has_dot=has_dot: has_dot)
+        assert static.resolve_overflow_fix("auto") == expected
+    assert static.resolve_overflow_fix("disable") == "disable"
+    parent_id = make_ready_model(store, "test_convnext", synthetic)
+    extremes = {}
+    for mode in ("enable", "disable"):
+        (res,) = quantize_model(store, QuantizeOptions(model=str(parent_id), method="static", calib_images=CALIB,
+                                                       overflow_fix=mode, float_precision="fp32")).results
+        art = load_artifact(store, res.model_id)
+        assert art.meta["quantize"]["overflow_fix"] == mode and art.meta["nncf"]["overflow_fix"] == mode
+        assert get_row(store, res.model_id).config["quantize"]["overflow_fix"] == mode
+        extremes[mode] = _int8_weight_extremes(art.file("model.xml"))
+    # NNCF leaves depthwise (GroupConvolution) weights on the full grid: their kernels add no pairs
+    dense = {k: v for k, v in extremes["enable"].items() if not k.startswith("GroupConvolution")}
+    assert dense and max(dense.values()) <= 64, extremes["enable"]
+    assert max(extremes["disable"].values()) > 100, extremes
+    (res,) = quantize_model(store, QuantizeOptions(model=str(parent_id), method="static", backend="onnxruntime",
+                                                   calib_images=CALIB, overflow_fix="enable")).results
+    art = load_artifact(store, res.model_id)
+    assert art.meta["quantize"]["overflow_fix"] == "enable" and "reduce_range" in art.meta["ort_quantization"]["weights"]
+    before = _model_count(store)
+    assert_user_error(run_cli(["quantize", "--id", parent_id, "--method", "static", "--overflow-fix", "half"]),
+                      "unknown --overflow-fix 'half'")
+    assert_user_error(run_cli(["quantize", "--id", parent_id, "--method", "dynamic", "--overflow-fix", "enable"]),
+                      "--overflow-fix applies to")
+    assert _model_count(store) == before

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import defectopt
+from defectopt.bench.host import INT8_DOT_FLAGS
 
 # `defectopt --version -v`: the libraries whose versions change results or behaviour.
 KEY_LIBRARIES = ("torch", "timm", "torch-pruning", "onnxruntime", "openvino", "nncf", "typer", "rich",
@@ -49,7 +50,6 @@ ISA_ENABLES_ARM = (
     ("asimd", "NEON: 128-bit SIMD for FP32 and INT8 kernels"),
     ("sve", "SVE: scalable vectors"),
 )
-INT8_DOT_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8", "asimd"}
 
 
 def package_version() -> str:
@@ -128,7 +128,8 @@ def isa_report(flags: list[str]) -> dict[str, Any]:
     rows = [{"flag": flag, "present": flag in have, "enables": enables} for flag, enables in table]
     bf16 = _bf16_float_math()
     capabilities = [
-        {"name": "INT8 dot products in hardware (VNNI/AMX): static INT8 is the fast path", "available": bool(have & INT8_DOT_FLAGS)},
+        {"name": "INT8 dot products in hardware (VNNI/AMX): static INT8 is the fast path; without them "
+                 "quantize --overflow-fix auto puts dense INT8 weights on 7 bits", "available": bool(have & INT8_DOT_FLAGS)},
         {"name": "BF16 float math for INT8 models (quantize --float-precision auto picks bf16)", "available": bf16},
         {"name": "AMX tiles: INT8/BF16 matrix multiplies on tiles (oneDNN and OpenVINO use them)", "available": "amx_tile" in have},
     ]

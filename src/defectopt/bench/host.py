@@ -22,6 +22,9 @@ ISA_FLAGS = (
     "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
     "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16", "asimd", "sve",
 )
+# INT8 dot products that accumulate in int32 (x86 VNNI/AMX; ARM NEON): fast static INT8, and no
+# int16 saturation (what `quantize --overflow-fix auto` and `doctor` both test)
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimd"})
 LIBRARIES = ("torch", "onnxruntime", "onnxruntime-gpu", "openvino", "timm", "numpy", "tensorrt")
 
 
@@ -104,3 +107,10 @@ def cpu_has_bf16() -> bool:
     and `doctor` both test, so they agree."""
     isa = set(fingerprint().get("isa", []))
     return bool(isa & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_int8_dot() -> bool:
+    """An INT8 dot product that accumulates in int32 (INT8_DOT_FLAGS). Without one, x86 INT8
+    kernels add u8 x s8 products pairwise into int16 (vpmaddubsw), which saturates on large
+    weights: what `quantize --overflow-fix auto` and `doctor` test."""
+    return bool(set(fingerprint().get("isa", [])) & INT8_DOT_FLAGS)

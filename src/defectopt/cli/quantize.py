@@ -32,6 +32,7 @@ def quantize_cmd(
     max_keep_fp: Annotated[int, typer.Option("--max-keep-fp", help="auto: at most this many layer groups kept in float.")] = D.max_keep_fp,
     auto_evidence: Annotated[str, typer.Option("--auto-evidence", help="auto: how an attempt must show it is within --max-recall-drop on val: point (its net drop) | new-misses (also the val images it newly misses, none offset by one it regains) | bound (also their 90% upper bound: strictest; needs a large val split).")] = D.auto_evidence,
     float_precision: Annotated[str, typer.Option("--float-precision", help="OpenVINO INT8: precision of the remaining float math: auto (bf16 on AVX512-BF16/AMX CPUs, else fp32) | fp32 | bf16; recorded.")] = D.float_precision,
+    overflow_fix: Annotated[str, typer.Option("--overflow-fix", help="static/qat/auto INT8 weight grid (NNCF's overflow_fix; ONNX Runtime: enable = reduce_range): auto (enable on CPUs without VNNI/AMX, whose INT8 kernels saturate; else first_layer_only) | first_layer_only | enable (7-bit weights in every dense layer) | disable; quantize on, or for, the deployment CPU; recorded.")] = D.overflow_fix,
     device: Annotated[str, typer.Option("--device", help="cpu | cuda (fp16 needs cuda).")] = D.device,
     epochs: Annotated[int, typer.Option("--epochs", help="qat/auto: fine-tuning epochs with fake quantization.")] = Q.epochs,
     lr: Annotated[float, typer.Option("--lr", help="qat/auto: learning rate.")] = Q.lr,
@@ -54,6 +55,7 @@ def quantize_cmd(
     opts = QuantizeOptions(
         model=model_id, method=method, backend=backend, calib_images=calib_images, keep_fp=keep_fp, sensitivity=sensitivity,
         max_recall_drop=max_recall_drop, max_keep_fp=max_keep_fp, auto_evidence=auto_evidence, device=device, float_precision=float_precision,
+        overflow_fix=overflow_fix,
         qat=QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, kd_from=kd_from, alpha=alpha, seed=seed, quiet=quiet),
         seed=seed, bits=bits, group_size=group_size, int4_ratio=int4_ratio, all_layers=all_layers,
     )

@@ -27,6 +27,7 @@ from defectopt.compress.quantize.common import (
 from defectopt.compress.quantize.options import (
     AUTO_EVIDENCE,
     BACKEND_CHOICES,
+    OVERFLOW_FIX_CHOICES,
     QATConfig,
     QuantizeOptions,
 )
@@ -57,6 +58,7 @@ class Job:
     backend: str
     calib: list[np.ndarray]
     float_precision: str
+    overflow_fix: str  # resolved for this CPU (static.resolve_overflow_fix)
     log: Log
     progress: Progress | None
 
@@ -87,6 +89,7 @@ class QuantizeMethod:
         ranking = None
         if job.opts.sensitivity:
             out.sensitivity = sensitivity.analyse(job.store, job.parent, method=job.opts.method, backend=job.backend,
+                                                  overflow_fix=job.overflow_fix,
                                                   calib=job.calib, progress=job.progress)
             ranking = [r["layer"] for r in out.sensitivity]
         return resolve_keep_fp(job.opts.keep_fp, layer_groups(job.parent.model), ranking)
@@ -118,14 +121,14 @@ class Static(QuantizeMethod):
     def run(self, job, out):
         keep = self.kept_float(job, out)
         result = static.run(job.store, job.parent, backend=job.backend, calib=job.calib, keep_fp=keep,
-                            device=job.opts.device, float_precision=job.float_precision)
+                            device=job.opts.device, float_precision=job.float_precision, overflow_fix=job.overflow_fix)
         out.results.append(result)
         if keep and job.opts.time_keep_fp:
             from defectopt.models.artifacts import load_artifact
 
             out.speed = static.speed_cost(job.parent, job.calib, backend=job.backend, keep_fp=keep,
                                           mixed_id_artifact=load_artifact(job.store, result.model_id),
-                                          float_precision=job.float_precision)
+                                          float_precision=job.float_precision, overflow_fix=job.overflow_fix)
 
 
 class BF16(QuantizeMethod):
@@ -165,7 +168,8 @@ class QAT(QuantizeMethod):
             return
         keep = resolve_keep_fp(job.opts.keep_fp, layer_groups(job.parent.model), None)
         out.results.append(qat.run(job.store, job.parent, calib=job.calib, cfg=job.opts.qat, keep_fp=keep,
-                                   device=job.opts.device, backend=job.backend, float_precision=job.float_precision))
+                                   device=job.opts.device, backend=job.backend, float_precision=job.float_precision,
+                                   overflow_fix=job.overflow_fix))
 
 
 class Auto(QuantizeMethod):
@@ -180,7 +184,8 @@ class Auto(QuantizeMethod):
     def run(self, job, out):
         res = auto.run(job.store, job.parent, calib=job.calib, max_recall_drop=job.opts.max_recall_drop,
                        backend=job.backend, qat_cfg=job.opts.qat, max_keep_fp=job.opts.max_keep_fp,
-                       evidence=job.opts.auto_evidence, device=job.opts.device, log=job.log, float_precision=job.float_precision)
+                       evidence=job.opts.auto_evidence, device=job.opts.device, log=job.log, float_precision=job.float_precision,
+                       overflow_fix=job.overflow_fix)
         out.results, out.chosen, out.sensitivity = res.attempts, res.chosen, res.sensitivity
 
 
@@ -237,6 +242,10 @@ def _validate(opts: QuantizeOptions, meth: QuantizeMethod, backend: str, parent:
         raise DefectoptError("--keep-fp applies to --method static, dynamic or qat")
     if opts.calib_images <= 0:
         raise DefectoptError("--calib-images must be a positive number")
+    if opts.overflow_fix not in OVERFLOW_FIX_CHOICES:
+        raise DefectoptError(f"unknown --overflow-fix '{opts.overflow_fix}'; choose from {', '.join(OVERFLOW_FIX_CHOICES)}")
+    if opts.overflow_fix != QuantizeOptions.overflow_fix and not meth.needs_calibration:
+        raise DefectoptError("--overflow-fix applies to the INT8 methods with calibration (static, qat, auto)")
     if opts.auto_evidence not in AUTO_EVIDENCE:
         raise DefectoptError(f"unknown --auto-evidence '{opts.auto_evidence}'; choose from {', '.join(AUTO_EVIDENCE)}")
     if opts.auto_evidence != QuantizeOptions.auto_evidence and meth.name != Auto.name:
@@ -267,7 +276,8 @@ def quantize_model(store: Store, opts: QuantizeOptions, log: Log = print, progre
     calib = calibration_batches(parent, opts.calib_images, opts.seed) if needs_calib else []
     if calib and len(calib) < opts.calib_images:
         out.notes.append(f"calibrated on all {len(calib)} train images (fewer than --calib-images {opts.calib_images})")
-    job = Job(store, parent, opts, backend, calib, resolve_float_precision(opts.float_precision), log, progress)
+    job = Job(store, parent, opts, backend, calib, resolve_float_precision(opts.float_precision),
+              static.resolve_overflow_fix(opts.overflow_fix), log, progress)
     meth.run(job, out)
     if meth.name != Auto.name:  # auto chooses (or not) itself, and logs its attempts as it goes
         out.chosen = out.results[-1] if out.results else None

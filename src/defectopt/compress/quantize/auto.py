@@ -75,7 +75,7 @@ def resolves_budget(resolution: float | None, budget: float) -> bool:
 
 def run(store: Store, parent: Parent, *, calib: list[np.ndarray], max_recall_drop: float, backend: str = "openvino",
         qat_cfg: qat.QATConfig, max_keep_fp: int = 3, evidence: str, device: str = "cpu", log=print,
-        float_precision: str = "fp32") -> AutoOutcome:
+        float_precision: str = "fp32", overflow_fix: str = "auto") -> AutoOutcome:
     out = AutoOutcome()
     backend = "openvino" if backend == "auto" else backend
     requested = max_recall_drop
@@ -120,17 +120,17 @@ def run(store: Store, parent: Parent, *, calib: list[np.ndarray], max_recall_dro
                 "count is full for any model: this check cannot see a loss (read bench's test rows and AUROC)")
         return ok
 
-    if record(static.run(store, parent, backend=backend, calib=calib, device=device, float_precision=float_precision),
-              "ptq"):
+    grid = {"float_precision": float_precision, "overflow_fix": overflow_fix}
+    if record(static.run(store, parent, backend=backend, calib=calib, device=device, **grid), "ptq"):
         return _choose(store, out, out.attempts[-1])
-    out.sensitivity = sensitivity.analyse(store, parent, method="static", backend=backend, calib=calib)
+    out.sensitivity = sensitivity.analyse(store, parent, method="static", backend=backend, calib=calib,
+                                          overflow_fix=overflow_fix)
     harmful = [r["layer"] for r in out.sensitivity if r["recall_drop"] > 0]
     keep = (harmful or [r["layer"] for r in out.sensitivity[:1]])[:max(1, max_keep_fp)]
-    if keep and record(static.run(store, parent, backend=backend, calib=calib, keep_fp=keep, device=device,
-                                  float_precision=float_precision),
+    if keep and record(static.run(store, parent, backend=backend, calib=calib, keep_fp=keep, device=device, **grid),
                        f"mixed-precision (keep {', '.join(keep)} float)"):
         return _choose(store, out, out.attempts[-1])
-    if record(qat.run(store, parent, calib=calib, cfg=qat_cfg, device=device, float_precision=float_precision), "qat"):
+    if record(qat.run(store, parent, calib=calib, cfg=qat_cfg, device=device, **grid), "qat"):
         return _choose(store, out, out.attempts[-1])
     log(f"auto: no attempt met the recall budget {max_recall_drop:g}; nothing chosen (see the attempts above)")
     return out

@@ -13,6 +13,9 @@ BACKEND_CHOICES = ("auto", "openvino", "onnxruntime", "torch", "pt2e", "fx")
 # within it), "new-misses" (also the val images it newly misses, none offset by one it regains)
 # or "bound" (also the one-sided 90% exact upper bound of that loss); see compress.quantize.auto
 AUTO_EVIDENCE = ("point", "new-misses", "bound")
+# NNCF's `overflow_fix` names (ONNX Runtime: "enable" is its reduce_range, the others full range);
+# "auto" resolves per CPU in compress.quantize.static.resolve_overflow_fix
+OVERFLOW_FIX_CHOICES = ("auto", "first_layer_only", "enable", "disable")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,12 @@ class QuantizeOptions:
     # AVX512-BF16/AMX (measured faster for every INT8 model in benchmarks/bench_quantize.py,
     # e.g. vit_s16 12.1 -> 10.6 ms, with the same logit fidelity), else fp32
     float_precision: str = "auto"
+    # INT8 weights on half the 8-bit range (7 bits) in no / the first / every dense layer (NNCF keeps
+    # depthwise convolutions on the full grid); "auto": every dense layer on CPUs without VNNI/AMX (whose INT8 kernels saturate otherwise; measured on an AVX2
+    # host: NNCF's default first-layer fix left the OpenVINO INT8 Lite0 disagreeing with its own
+    # fake-quant simulation on 27 of 360 val images, 3 with every layer; README_RESULTS 1.9),
+    # NNCF's default "first_layer_only" elsewhere (the study host's rows)
+    overflow_fix: str = added_later("auto", "session 38")
     qat: QATConfig = field(default_factory=QATConfig)
     bits: int = 8  # qat: 8 = deployable INT8 (NNCF -> OpenVINO); 2-6 = simulated low-bit (accuracy rows)
     seed: int = 0

@@ -15,22 +15,29 @@ import numpy as np
 from defectopt.compress.quantize.common import Parent, Result, begin_child, make_label
 from defectopt.compress.quantize.options import QATConfig
 from defectopt.compress.quantize.produce import produce
-from defectopt.compress.quantize.static import TRANSFORMER_FAMILIES, save_openvino
+from defectopt.compress.quantize.static import (
+    TRANSFORMER_FAMILIES,
+    nncf_advanced_parameters,
+    resolve_overflow_fix,
+    save_openvino,
+)
 from defectopt.errors import DefectoptError
 from defectopt.models import artifacts
 from defectopt.quiet import quiet_libraries
 from defectopt.store.db import Store
 
 
-def fake_quant_model(parent: Parent, calib: list[np.ndarray], keep_fp: list[str] | None = None):
-    """The parent with NNCF fake quantizers, initialised from calibration (a copy: parent untouched)."""
+def fake_quant_model(parent: Parent, calib: list[np.ndarray], keep_fp: list[str] | None = None,
+                     overflow_fix: str = "auto"):
+    """The parent with NNCF fake quantizers, initialised from calibration (a copy: parent untouched).
+    The weight grid (`overflow_fix`) is trained as is: the IR's INT8 weights keep it."""
     import logging
 
     import nncf
     import torch
 
     nncf.set_log_level(logging.ERROR)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"advanced_parameters": nncf_advanced_parameters(overflow_fix)}
     if parent.family in TRANSFORMER_FAMILIES:
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     if keep_fp:
@@ -58,7 +65,7 @@ def qat_teacher(store: Store, cfg: QATConfig):
 
 
 def run(store: Store, parent: Parent, *, calib: list[np.ndarray], cfg: QATConfig, keep_fp: list[str] | None = None,
-        device: str = "cpu", backend: str = "openvino", float_precision: str = "fp32") -> Result:
+        device: str = "cpu", backend: str = "openvino", float_precision: str = "fp32", overflow_fix: str = "auto") -> Result:
     import openvino as ov
     import torch
 
@@ -69,15 +76,16 @@ def run(store: Store, parent: Parent, *, calib: list[np.ndarray], cfg: QATConfig
     if backend not in ("openvino", "auto"):
         raise DefectoptError(f"--method qat exports through NNCF to --backend openvino, not '{backend}'")
     teacher, teacher_cfg = qat_teacher(store, cfg)
+    overflow_fix = resolve_overflow_fix(overflow_fix)
     params = {"calib_images": len(calib), "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
               "kd_from": cfg.kd_from, "alpha": cfg.alpha if teacher is not None else 0.0,
-              "inference_precision": float_precision}
+              "inference_precision": float_precision, "overflow_fix": overflow_fix}
     label = make_label("int8", "qat", "openvino", keep_fp)
     model_id = begin_child(store, parent, method="qat",
                            params={**params, "backend": "openvino", "precision": "int8", "label": label,
                                    "keep_fp": keep_fp or []})
     try:
-        qmodel = fake_quant_model(parent, calib, keep_fp)
+        qmodel = fake_quant_model(parent, calib, keep_fp, overflow_fix)
         train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, warmup_epochs=0.0,
                                 seed=cfg.seed, device=device, alpha=params["alpha"], temperature=cfg.temperature,
                                 quiet=cfg.quiet)

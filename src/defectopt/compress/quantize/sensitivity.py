@@ -49,14 +49,14 @@ class _ModuleRunner(Runner):
 
 
 def analyse(store: Store, parent: Parent, *, method: str, backend: str, calib: list[np.ndarray],
-            progress=None) -> list[dict[str, Any]]:
+            progress=None, overflow_fix: str = "auto") -> list[dict[str, Any]]:
     """Ranked rows {rank, layer, recall_drop, logit_error, margin_corr, val_recall}; also stored."""
     base = parent.val()
     groups = layer_groups(parent.model)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        trial = _trial_factory(parent, method, backend, calib, tmp)
+        trial = _trial_factory(parent, method, backend, calib, tmp, overflow_fix)
         for i, group in enumerate(groups):
             if progress:
                 progress(i, len(groups), group)
@@ -84,7 +84,7 @@ def analyse(store: Store, parent: Parent, *, method: str, backend: str, calib: l
     return rows
 
 
-def _trial_factory(parent: Parent, method: str, backend: str, calib: list[np.ndarray], tmp: Path):
+def _trial_factory(parent: Parent, method: str, backend: str, calib: list[np.ndarray], tmp: Path, overflow_fix: str):
     """A function group -> runner of the model with only that group quantized (None: nothing to do)."""
     if method == "dynamic":
         def trial(group: str):
@@ -108,7 +108,8 @@ def _trial_factory(parent: Parent, method: str, backend: str, calib: list[np.nda
         def trial(group: str):
             out = tmp / group
             out.mkdir(exist_ok=True)
-            q = static.quantize_openvino(parent, calib, only_group=group, fp_model=core.read_model(str(fp_xml)))
+            q = static.quantize_openvino(parent, calib, only_group=group, fp_model=core.read_model(str(fp_xml)),
+                                         overflow_fix=overflow_fix)
             static.save_openvino(q, out)
             return OpenVINORunner(parent.artifact, path=out / "model.xml", inference_precision="fp32")
 
@@ -123,7 +124,7 @@ def _trial_factory(parent: Parent, method: str, backend: str, calib: list[np.nda
         if not static.ort_targets(facts, parent.family, only_group=group):
             return None
         out = tmp / f"{group}.onnx"
-        static.quantize_onnx(parent, calib, out, only_group=group, fp32_path=fp_path)
+        static.quantize_onnx(parent, calib, out, only_group=group, fp32_path=fp_path, overflow_fix=overflow_fix)
         return OnnxRuntimeRunner(parent.artifact, path=out)
 
     return trial

@@ -9,7 +9,8 @@ Backends (a recorded choice, see `BACKENDS`):
 - `pt2e` / `fx`: refused with the reason and the backend to use instead (see `refuse_backend`).
 
 `--keep-fp` groups stay in float (NNCF ignored_scope / ORT nodes_to_exclude); `only_group`
-quantizes a single group (sensitivity analysis).
+quantizes a single group (sensitivity analysis). `--overflow-fix` picks the weight grid
+(`resolve_overflow_fix`): full 8-bit, or half of it where the CPU's INT8 kernels would saturate.
 """
 
 from __future__ import annotations
@@ -54,6 +55,26 @@ def refuse_backend(backend: str, family: str, alias: str) -> None:
         raise DefectoptError(f"unknown static backend '{backend}'; choose from {', '.join(BACKENDS)}")
 
 
+def resolve_overflow_fix(choice: str) -> str:
+    """NNCF's overflow_fix for `choice` ("auto": by this CPU). Without VNNI/AMX the x86 INT8 kernels
+    add u8 x s8 products pairwise into int16 and saturate on large weights, so the deployed model
+    computes something other than what was calibrated (or trained, for QAT): measured on an AVX2
+    host (benchmarks/int8_runtime_fidelity.py), NNCF's default first-layer fix left OpenVINO's
+    INT8 Lite0 disagreeing with its own fake-quant simulation on 27 of 360 val images (runtime val
+    recall 0.911 vs simulated 0.975), half-range weights in every dense layer on 3 (0.969 vs 0.967)."""
+    if choice != "auto":
+        return choice
+    from defectopt.bench.host import cpu_has_int8_dot
+
+    return "first_layer_only" if cpu_has_int8_dot() else "enable"
+
+
+def nncf_advanced_parameters(overflow_fix: str):
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    return AdvancedQuantizationParameters(overflow_fix=OverflowFix(resolve_overflow_fix(overflow_fix)))
+
+
 # --- OpenVINO + NNCF ----------------------------------------------------------------------------
 
 
@@ -72,14 +93,14 @@ def ov_fp32_model(parent: Parent):
 
 
 def quantize_openvino(parent: Parent, calib: list[np.ndarray], *, keep_fp: list[str] | None = None,
-                      only_group: str | None = None, fp_model=None):
+                      only_group: str | None = None, fp_model=None, overflow_fix: str = "auto"):
     """NNCF INT8 ov.Model. keep_fp groups stay float; only_group quantizes that group alone."""
     import nncf
 
     patterns = [_ov_group_pattern(g) for g in keep_fp or []]
     if only_group is not None:
         patterns.append(rf"(?!{_ov_group_pattern(only_group)})")  # every node outside the group
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"advanced_parameters": nncf_advanced_parameters(overflow_fix)}
     if parent.family in TRANSFORMER_FAMILIES:
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     if patterns:
@@ -175,8 +196,9 @@ class _CalibrationReader:
 
 
 def quantize_onnx(parent: Parent, calib: list[np.ndarray], out_path: Path, *, keep_fp: list[str] | None = None,
-                  only_group: str | None = None, fp32_path: Path | None = None) -> dict[str, Any]:
-    """Static QDQ INT8 ONNX at out_path; returns the quantization settings (recorded in meta)."""
+                  only_group: str | None = None, fp32_path: Path | None = None, overflow_fix: str = "auto") -> dict[str, Any]:
+    """Static QDQ INT8 ONNX at out_path; returns the quantization settings (recorded in meta).
+    ORT has no first-layer-only fix: "enable" is its reduce_range (7-bit weights), else full range."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -184,6 +206,7 @@ def quantize_onnx(parent: Parent, calib: list[np.ndarray], out_path: Path, *, ke
         quantize_static,
     )
 
+    reduce_range = resolve_overflow_fix(overflow_fix) == "enable"
     with tempfile.TemporaryDirectory() as tmp:
         src = fp32_path or export_fp32_onnx(parent, Path(tmp))
         facts = onnx_graph_facts(src)
@@ -198,14 +221,15 @@ def quantize_onnx(parent: Parent, calib: list[np.ndarray], out_path: Path, *, ke
             try:
                 quantize_static(
                     str(src), str(out_path), _CalibrationReader("input", calib), quant_format=QuantFormat.QDQ,
-                    per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
+                    per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, nodes_to_quantize=targets, nodes_to_exclude=exclude or None,
                     calibrate_method=CalibrationMethod.MinMax, extra_options=extra,
                 )
             except Exception as exc:
                 raise DefectoptError(f"ONNX Runtime static quantization of {parent.artifact.alias} failed: "
                                      f"{str(exc).splitlines()[0][:200]}; try --backend openvino") from None
-    return {"quant_format": "QDQ", "per_channel": True, "activations": "uint8", "weights": "int8",
+    return {"quant_format": "QDQ", "per_channel": True, "activations": "uint8",
+            "weights": "int8, 7-bit range (reduce_range)" if reduce_range else "int8",
             "nodes": "weight MatMul/Gemm" if transformer else "all", "nodes_quantized": len(targets) if targets else "all",
             "nodes_excluded": len(exclude), "classifier": "float"}
 
@@ -214,24 +238,25 @@ def quantize_onnx(parent: Parent, calib: list[np.ndarray], out_path: Path, *, ke
 
 
 def run(store, parent: Parent, *, backend: str = "openvino", calib: list[np.ndarray], keep_fp: list[str] | None = None,
-        device: str = "cpu", float_precision: str = "fp32"):
+        device: str = "cpu", float_precision: str = "fp32", overflow_fix: str = "auto"):
     """One static INT8 child row (format openvino or onnx), scored on val in its own runtime."""
     from defectopt.compress.quantize.produce import produce
 
     refuse_backend(backend, parent.family, parent.artifact.alias)
     if device != "cpu":
         raise DefectoptError(f"static INT8 via {backend} is a CPU deployment path here; use --device cpu")
-    params: dict[str, Any] = {"calib_images": len(calib)}
+    overflow_fix = resolve_overflow_fix(overflow_fix)
+    params: dict[str, Any] = {"calib_images": len(calib), "overflow_fix": overflow_fix}
     if backend == "openvino":
         from defectopt.models.formats import FORMAT_OPENVINO
 
-        qmodel = quantize_openvino(parent, calib, keep_fp=keep_fp)
+        qmodel = quantize_openvino(parent, calib, keep_fp=keep_fp, overflow_fix=overflow_fix)
 
         def write(folder: Path, meta: dict[str, Any]) -> None:
             save_openvino(qmodel, folder)
             meta.update(inference_precision=float_precision,
                         nncf={"model_type": "transformer" if parent.family in TRANSFORMER_FAMILIES else "default",
-                              "subset_size": len(calib)})
+                              "subset_size": len(calib), "overflow_fix": overflow_fix})
 
         params["inference_precision"] = float_precision
         return produce(store, parent, method="static", backend="openvino", precision="int8", fmt=FORMAT_OPENVINO,
@@ -240,15 +265,18 @@ def run(store, parent: Parent, *, backend: str = "openvino", calib: list[np.ndar
 
     from defectopt.models.formats import FORMAT_ONNX, ONNX_FILE
 
+    params["overflow_fix"] = "enable" if overflow_fix == "enable" else "disable"  # ORT: reduce_range or full range
+
     def write_onnx(folder: Path, meta: dict[str, Any]) -> None:
-        meta["ort_quantization"] = quantize_onnx(parent, calib, folder / ONNX_FILE, keep_fp=keep_fp)
+        meta["ort_quantization"] = quantize_onnx(parent, calib, folder / ONNX_FILE, keep_fp=keep_fp,
+                                                 overflow_fix=overflow_fix)
 
     return produce(store, parent, method="static", backend="onnxruntime", precision="int8", fmt=FORMAT_ONNX,
                    params=params, write=write_onnx, keep_fp=keep_fp, device=device)
 
 
 def speed_cost(parent: Parent, calib: list[np.ndarray], *, backend: str, keep_fp: list[str], mixed_id_artifact,
-               float_precision: str = "fp32", quick: bool = False) -> dict[str, float]:
+               float_precision: str = "fp32", quick: bool = False, overflow_fix: str = "auto") -> dict[str, float]:
     """What keeping layers in float costs: FP32, full INT8 and the mixed model, timed side by side
     (interleaved, batch 1) in the same runtime."""
     from defectopt.bench import timing
@@ -266,14 +294,14 @@ def speed_cost(parent: Parent, calib: list[np.ndarray], *, backend: str, keep_fp
             q_dir.mkdir()
             save_openvino(fp, fp_dir)
             # fresh conversion: NNCF may rewrite the model it is given (smooth quant)
-            save_openvino(quantize_openvino(parent, calib, fp_model=ov_fp32_model(parent)), q_dir)
+            save_openvino(quantize_openvino(parent, calib, fp_model=ov_fp32_model(parent), overflow_fix=overflow_fix), q_dir)
             runners = {
                 "fp32": OpenVINORunner(parent.artifact, path=fp_dir / "model.xml", inference_precision="fp32"),
                 "int8": OpenVINORunner(parent.artifact, path=q_dir / "model.xml", inference_precision=float_precision),
             }
         else:
             fp_path = export_fp32_onnx(parent, tmp)
-            quantize_onnx(parent, calib, tmp / "int8.onnx", fp32_path=fp_path)
+            quantize_onnx(parent, calib, tmp / "int8.onnx", fp32_path=fp_path, overflow_fix=overflow_fix)
             runners = {"fp32": OnnxRuntimeRunner(parent.artifact, path=fp_path),
                        "int8": OnnxRuntimeRunner(parent.artifact, path=tmp / "int8.onnx")}
         runners[f"int8+fp{len(keep_fp)}"] = open_runner(mixed_id_artifact)
