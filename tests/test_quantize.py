@@ -100,7 +100,8 @@ def test_static_openvino_reload_matches_the_model_before_saving(store, synthetic
     # default --float-precision auto: the float rest of the INT8 model runs in BF16 where the CPU can
     hint = "bf16" if cpu_has_bf16() else "fp32"
     assert art.format == "openvino" and art.meta["precision"] == "int8" and art.meta["inference_precision"] == hint
-    assert res.label == "int8-static-ov" + ("+bf16" if hint == "bf16" else "") and res.fidelity["backend"] == "openvino"
+    grid = static.grid_label(static.resolve_overflow_fix("auto"))  # --overflow-fix auto: by this CPU too
+    assert res.label == "int8-static-ov" + ("+bf16" if hint == "bf16" else "") + grid and res.fidelity["backend"] == "openvino"
     _assert_int8_close(res.fidelity)
     x = _batch()
     compiled = compile_ir(captured["model"], inference_precision=hint, shape=x.shape)
@@ -142,7 +143,8 @@ def test_static_onnxruntime_vit_keep_fp_named_layers(store, synthetic, monkeypat
     (res,) = quantize_model(store, replace(opts, model=str(parent_id))).results
     art = load_artifact(store, res.model_id)
     assert art.format == "onnx" and art.meta["precision"] == "int8"
-    assert art.meta["quantize"]["keep_fp"] == ["blocks.0", "head"] and res.label == "int8-static-ort-fp2"
+    grid = static.grid_label(static.resolve_overflow_fix("auto"))  # ORT: reduce_range on CPUs without VNNI
+    assert art.meta["quantize"]["keep_fp"] == ["blocks.0", "head"] and res.label == "int8-static-ort-fp2" + grid
     _assert_int8_close(res.fidelity)
     graph = onnx.load(str(art.file("model.onnx"))).graph
     quantized = {n.name for n in graph.node if n.op_type == "MatMul" and any("DequantizeLinear" in i or "_quantized" in i for i in n.input)}
@@ -344,6 +346,7 @@ def test_overflow_fix_picks_the_int8_weight_grid_by_cpu_and_is_recorded(store, s
         art = load_artifact(store, res.model_id)
         assert art.meta["quantize"]["overflow_fix"] == mode and art.meta["nncf"]["overflow_fix"] == mode
         assert get_row(store, res.model_id).config["quantize"]["overflow_fix"] == mode
+        assert res.label == {"enable": "int8-static-ov+w7", "disable": "int8-static-ov+w8"}[mode]
         extremes[mode] = _int8_weight_extremes(art.file("model.xml"))
     # NNCF leaves depthwise (GroupConvolution) weights on the full grid: their kernels add no pairs
     dense = {k: v for k, v in extremes["enable"].items() if not k.startswith("GroupConvolution")}
@@ -353,6 +356,7 @@ def test_overflow_fix_picks_the_int8_weight_grid_by_cpu_and_is_recorded(store, s
                                                    calib_images=CALIB, overflow_fix="enable")).results
     art = load_artifact(store, res.model_id)
     assert art.meta["quantize"]["overflow_fix"] == "enable" and "reduce_range" in art.meta["ort_quantization"]["weights"]
+    assert res.label == "int8-static-ort+w7"
     before = _model_count(store)
     assert_user_error(run_cli(["quantize", "--id", parent_id, "--method", "static", "--overflow-fix", "half"]),
                       "unknown --overflow-fix 'half'")

@@ -40,7 +40,10 @@ def test_auto_falls_back_to_qat_when_ptq_misses_the_recall_budget(store, synthet
     assert steps == ["static", "static", "qat"], logs
     assert out.chosen is out.results[-1]
     ptq, mixed, qat = out.results
-    assert mixed.label.startswith("int8-static-ort-fp") and qat.label == "int8-qat-ov"
+    from defectopt.compress.quantize import static
+
+    grid = static.grid_label(static.resolve_overflow_fix("auto"))  # by this CPU (README: --overflow-fix)
+    assert mixed.label.startswith("int8-static-ort-fp") and qat.label == "int8-qat-ov" + grid
     assert out.sensitivity and len({r["layer"] for r in out.sensitivity}) == len(out.sensitivity)
     with store.session() as s:
         rows = {r.id: r for r in s.scalars(select(Model).where(Model.parent_id == parent_id))}

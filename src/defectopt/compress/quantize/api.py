@@ -89,8 +89,7 @@ class QuantizeMethod:
         ranking = None
         if job.opts.sensitivity:
             out.sensitivity = sensitivity.analyse(job.store, job.parent, method=job.opts.method, backend=job.backend,
-                                                  overflow_fix=job.overflow_fix,
-                                                  calib=job.calib, progress=job.progress)
+                                                  calib=job.calib, progress=job.progress, overflow_fix=job.overflow_fix)
             ranking = [r["layer"] for r in out.sensitivity]
         return resolve_keep_fp(job.opts.keep_fp, layer_groups(job.parent.model), ranking)
 

@@ -50,10 +50,11 @@ class QuantizeOptions:
     # e.g. vit_s16 12.1 -> 10.6 ms, with the same logit fidelity), else fp32
     float_precision: str = "auto"
     # INT8 weights on half the 8-bit range (7 bits) in no / the first / every dense layer (NNCF keeps
-    # depthwise convolutions on the full grid); "auto": every dense layer on CPUs without VNNI/AMX (whose INT8 kernels saturate otherwise; measured on an AVX2
-    # host: NNCF's default first-layer fix left the OpenVINO INT8 Lite0 disagreeing with its own
-    # fake-quant simulation on 27 of 360 val images, 3 with every layer; README_RESULTS 1.9),
-    # NNCF's default "first_layer_only" elsewhere (the study host's rows)
+    # depthwise convolutions on the full grid). "auto": every dense layer on CPUs without VNNI/AMX,
+    # whose INT8 kernels saturate otherwise (measured on an AVX2 host: with NNCF's default
+    # first-layer fix the OpenVINO INT8 Lite0 disagreed with its own fake-quant simulation on 27 of
+    # 360 val images, with every layer on 3; README_RESULTS 1.9); NNCF's default "first_layer_only"
+    # elsewhere (what the study host's rows used)
     overflow_fix: str = added_later("auto", "session 38")
     qat: QATConfig = field(default_factory=QATConfig)
     bits: int = 8  # qat: 8 = deployable INT8 (NNCF -> OpenVINO); 2-6 = simulated low-bit (accuracy rows)

@@ -17,6 +17,7 @@ from defectopt.compress.quantize.options import QATConfig
 from defectopt.compress.quantize.produce import produce
 from defectopt.compress.quantize.static import (
     TRANSFORMER_FAMILIES,
+    grid_label,
     nncf_advanced_parameters,
     resolve_overflow_fix,
     save_openvino,
@@ -80,7 +81,7 @@ def run(store: Store, parent: Parent, *, calib: list[np.ndarray], cfg: QATConfig
     params = {"calib_images": len(calib), "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
               "kd_from": cfg.kd_from, "alpha": cfg.alpha if teacher is not None else 0.0,
               "inference_precision": float_precision, "overflow_fix": overflow_fix}
-    label = make_label("int8", "qat", "openvino", keep_fp)
+    label = make_label("int8", "qat", "openvino", keep_fp) + grid_label(overflow_fix)
     model_id = begin_child(store, parent, method="qat",
                            params={**params, "backend": "openvino", "precision": "int8", "label": label,
                                    "keep_fp": keep_fp or []})
@@ -106,6 +107,6 @@ def run(store: Store, parent: Parent, *, calib: list[np.ndarray], cfg: QATConfig
         meta.update(inference_precision=float_precision, qat={"best_epoch": result.best_epoch, "best_val": result.best_val})
 
     out = produce(store, parent, method="qat", backend="openvino", precision="int8", fmt=FORMAT_OPENVINO, params=params,
-                  write=write, keep_fp=keep_fp, device="cpu", model_id=model_id)
+                  write=write, keep_fp=keep_fp, device="cpu", model_id=model_id, label_suffix=grid_label(overflow_fix))
     checkpoint.discard_run(result.run_dir)
     return out

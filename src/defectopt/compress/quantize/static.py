@@ -69,6 +69,12 @@ def resolve_overflow_fix(choice: str) -> str:
     return "first_layer_only" if cpu_has_int8_dot() else "enable"
 
 
+def grid_label(overflow_fix: str) -> str:
+    """Label suffix of a weight grid other than NNCF's default (first layer on 7 bits): rows that
+    differ only in it must not share a lineage label."""
+    return {"enable": "+w7", "disable": "+w8"}.get(overflow_fix, "")
+
+
 def nncf_advanced_parameters(overflow_fix: str):
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
@@ -261,7 +267,7 @@ def run(store, parent: Parent, *, backend: str = "openvino", calib: list[np.ndar
         params["inference_precision"] = float_precision
         return produce(store, parent, method="static", backend="openvino", precision="int8", fmt=FORMAT_OPENVINO,
                        params=params, write=write, keep_fp=keep_fp, device=device,
-                       label_suffix="+bf16" if float_precision == "bf16" else "")
+                       label_suffix=("+bf16" if float_precision == "bf16" else "") + grid_label(overflow_fix))
 
     from defectopt.models.formats import FORMAT_ONNX, ONNX_FILE
 
@@ -272,7 +278,8 @@ def run(store, parent: Parent, *, backend: str = "openvino", calib: list[np.ndar
                                                  overflow_fix=overflow_fix)
 
     return produce(store, parent, method="static", backend="onnxruntime", precision="int8", fmt=FORMAT_ONNX,
-                   params=params, write=write_onnx, keep_fp=keep_fp, device=device)
+                   params=params, write=write_onnx, keep_fp=keep_fp, device=device,
+                   label_suffix=grid_label("enable") if overflow_fix == "enable" else "")
 
 
 def speed_cost(parent: Parent, calib: list[np.ndarray], *, backend: str, keep_fp: list[str], mixed_id_artifact,
