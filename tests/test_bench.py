@@ -3,6 +3,8 @@ runtime parity of derived ONNX Runtime / OpenVINO exports, atomic row sets."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sqlalchemy import select
@@ -178,3 +180,23 @@ def test_help_explains_every_metric():
     out = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200"}).output
     for m in all_metrics():
         assert m.name in out, m.name
+
+
+def test_full_grid_int8_on_a_cpu_without_vnni_is_named_in_the_outcome(store, synthetic, ready_model, monkeypatch):
+    """bench measures what the CPU computes; where an INT8 model's weights use the full 8-bit grid
+    and the CPU has no VNNI/AMX (its INT8 kernels saturate: README_RESULTS 1.9), the outcome says
+    why its recall may be lower and how to re-quantize; a 7-bit grid or a VNNI CPU gets no note."""
+    from defectopt.bench import api, host
+    from defectopt.bench.options import BenchOptions
+    from defectopt.compress.quantize.api import quantize_model
+    from defectopt.compress.quantize.options import QuantizeOptions
+
+    ids = {mode: quantize_model(store, QuantizeOptions(model=str(ready_model), method="static", calib_images=8,
+                                                       overflow_fix=mode)).results[0].model_id
+           for mode in ("disable", "enable")}
+    opts = BenchOptions(ids=f"{ids['disable']},{ids['enable']},{ready_model}", batch_sizes=(1,), threads=1, quick=True,
+                        memory=False, roofline=False, bootstrap=50, backend="openvino")
+    for has_dot in (False, True):
+        monkeypatch.setattr(host, "cpu_has_int8_dot", lambda has_dot=has_dot: has_dot)
+        noted = {o.model_id: "can saturate" in o.message for o in api.run_bench(store, replace(opts, force=True))}
+        assert noted == {ids["disable"]: not has_dot, ids["enable"]: False, ready_model: False}, noted

@@ -283,6 +283,25 @@ def _vs_parent_row(rows: _Rows, store: Store, artifact: Artifact, runner, backen
                                                        "timings": res.to_dict()["results"]})
 
 
+def saturating_grid_note(artifact: Artifact) -> str | None:
+    """A static/QAT INT8 model whose weights use the full 8-bit grid, run on a CPU without VNNI/AMX:
+    its INT8 kernels add u8 x s8 pairs into int16 and can saturate, so the recall measured here can
+    be lower than where it was quantized (README_RESULTS 1.9: a QAT student 0.992 -> 0.942).
+    Rows from before `--overflow-fix` carry no mode: NNCF's default (first layer only) for OpenVINO,
+    the full grid for ONNX Runtime."""
+    from defectopt.bench.host import cpu_has_int8_dot
+    from defectopt.models.formats import FORMAT_OPENVINO
+
+    quantize = artifact.meta.get("quantize") or {}
+    if artifact.meta.get("precision") != "int8" or quantize.get("method") not in ("static", "qat"):
+        return None
+    grid = quantize.get("overflow_fix") or ("first_layer_only" if artifact.format == FORMAT_OPENVINO else "disable")
+    if grid == "enable" or cpu_has_int8_dot():
+        return None
+    return (f"model {artifact.id}'s INT8 weights use the full 8-bit grid (overflow_fix {grid}) and this CPU has no "
+            "VNNI/AMX, whose INT8 kernels can saturate on them: re-quantize for this CPU with --overflow-fix enable")
+
+
 def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions, host: dict, *,
               peaks_cache: dict, step: Callable[[str], None] = lambda _: None, energy=None) -> BenchOutcome:
     """Measure one (model, device, backend) and write its rows in one transaction."""
@@ -312,6 +331,9 @@ def bench_run(store: Store, artifact: Artifact, backend: str, opts: BenchOptions
                 headline.update(recall=values.get(N.recall), threshold=threshold)
                 if threshold_note:
                     notes.append(threshold_note)
+        grid_note = saturating_grid_note(artifact) if opts.device == "cpu" else None
+        if grid_note:
+            notes.append(grid_note)
         macs = None
         if needs.static or needs.batches:
             macs, macs_source = model_macs(store, artifact, runner)
