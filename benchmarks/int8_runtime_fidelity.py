@@ -5,14 +5,16 @@ float); OpenVINO's CPU plugin turns the same FakeQuantize ops into INT8 kernels.
 VNNI (AVX2, AVX-512 without VNNI) those kernels multiply u8 x s8 pairs into int16 and can
 saturate ("overflow issue"); NNCF's `overflow_fix` quantizes weights to half the 8-bit range
 (7 bits) to avoid it — by default for the first convolution only. This script quantizes one FP32
-model of a study DB per `overflow_fix` mode (the PTQ initialisation `--method qat` and
-`static` use) and scores, on val and test: the FP32 parent (torch), the simulation (torch, fake
-quantizers) and the runtime (OpenVINO IR, compiled as bench compiles it). Runtime vs simulation
-agreement isolates what the CPU's INT8 kernels change; simulation vs parent is what quantization
-itself costs. Choose a mode on val; test is reported to check that choice.
+model of a study DB per `overflow_fix` mode with NNCF on the torch model (the PTQ that initialises
+`--method qat`; `--method static` runs the same NNCF settings on the OpenVINO graph) and scores,
+on val and test: the FP32 parent (torch), the simulation (torch, fake quantizers) and the runtime
+(OpenVINO IR, compiled as bench compiles it). Runtime vs simulation agreement isolates what the
+CPU's INT8 kernels change; simulation vs parent is what quantization itself costs. Choose a mode
+on val; test is reported to check that choice. Recall is read at argmax (a binary model's
+deployed threshold is bench's choice), so for binary models read the agreement figures.
 
     python benchmarks/int8_runtime_fidelity.py --db DB --id 3 --modes first_layer_only,enable \
-        --out benchmarks/results/int8_runtime_fidelity_neu_avx2.json
+        --out benchmarks/results/int8_runtime_fidelity_neu_s37_3_avx2.json
 """
 from __future__ import annotations
 
