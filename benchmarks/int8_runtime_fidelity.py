@@ -19,7 +19,6 @@ deployed threshold is bench's choice), so for binary models read the agreement f
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import tempfile
@@ -59,15 +58,14 @@ def _agreement(ref: np.ndarray, got: np.ndarray) -> dict:
 
 
 def measure(db: Path, model_id: int, modes: list[str], calib_images: int, threads: int) -> dict:
-    import nncf
     import openvino as ov
     import torch
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     from defectopt.bench.evaluate import split_batches
     from defectopt.bench.host import fingerprint
     from defectopt.compress.quantize.common import calibration_batches, load_parent
-    from defectopt.compress.quantize.static import TRANSFORMER_FAMILIES
+    from defectopt.compress.quantize.qat import fake_quant_model
+    from defectopt.compress.quantize.static import save_openvino
     from defectopt.quiet import quiet_libraries
     from defectopt.runtime.sessions import compile_ir
     from defectopt.store.db import open_store
@@ -78,24 +76,21 @@ def measure(db: Path, model_id: int, modes: list[str], calib_images: int, thread
     batches = {s: [x for x, _ in data[s]] for s in SPLITS}
     labels = {s: np.concatenate([y for _, y in data[s]]) for s in SPLITS}
     fp32 = {s: _logits_torch(parent.model, batches[s]) for s in SPLITS}
-    calib = [torch.from_numpy(x) for x in calibration_batches(parent, calib_images)]
+    calib = calibration_batches(parent, calib_images)
     host = fingerprint()
     out = {"db": str(db), "model_id": model_id, "alias": parent.artifact.alias, "img_size": parent.img_size,
            "calib_images": len(calib), "threads": threads,
            "host": {k: host[k] for k in ("cpu", "isa", "versions", "hash")},
            "parent_fp32_torch": {s: _scores(fp32[s], labels[s], parent.dataset) for s in SPLITS}, "modes": {}}
-    kwargs = {"model_type": nncf.ModelType.TRANSFORMER} if parent.family in TRANSFORMER_FAMILIES else {}
     for mode in modes:
         t0 = time.perf_counter()
-        with quiet_libraries():
-            sim = nncf.quantize(copy.deepcopy(parent.model), nncf.Dataset(calib), subset_size=len(calib),
-                                advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix(mode)),
-                                **kwargs).eval()
+        sim = fake_quant_model(parent, calib, overflow_fix=mode).eval()  # QAT's own initialisation
         size = parent.img_size
-        ir = ov.convert_model(sim, example_input=torch.zeros(1, 3, size, size), input=[(-1, 3, size, size)])
+        with quiet_libraries():
+            ir = ov.convert_model(sim, example_input=torch.zeros(1, 3, size, size), input=[(-1, 3, size, size)])
         with tempfile.TemporaryDirectory() as tmp:
-            ov.save_model(ir, Path(tmp) / "model.xml")  # folds the weight quantizers to INT8, as published IRs are
-            compiled = compile_ir(Path(tmp) / "model.xml", threads=threads)
+            # saved and read back as published IRs are: saving folds the weight quantizers to INT8
+            compiled = compile_ir(save_openvino(ir, Path(tmp)), threads=threads)
             row = {}
             for s in SPLITS:
                 sim_logits, rt_logits = _logits_torch(sim, batches[s]), _logits_openvino(compiled, batches[s])
